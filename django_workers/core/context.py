@@ -1,0 +1,123 @@
+"""``WorkerContext``: what a running worker knows about itself, and the ``ctx_*`` accessors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+__all__ = [
+    "LOGGER_NAME",
+    "WorkerContext",
+    "WorkerLoggerAdapter",
+    "ctx_logger",
+    "ctx_worker_execution_id",
+    "ctx_worker_name",
+    "current_context",
+]
+
+LOGGER_NAME = "django_workers"
+
+logger = logging.getLogger(LOGGER_NAME)
+
+_current: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar("django_workers_context", default=None)
+
+
+class WorkerLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds ``worker`` and ``workerExecutionID`` to every record it emits."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        """Merge the worker attributes into the record's ``extra``."""
+        extra = kwargs.get("extra")
+        kwargs["extra"] = dict(self.extra or {}) if extra is None else {**extra, **(self.extra or {})}
+        return msg, kwargs
+
+
+class WorkerContext:
+    """The context of one execution attempt, passed to ``Worker.run(ctx)``.
+
+    ``cancelled`` becomes True when the pool stops; ``sleep``/``asleep`` wait interruptibly and
+    return True at once when cancelled.
+    """
+
+    __slots__ = ("_cancel", "_logger", "attempt", "execution_id", "extensions", "max_attempts", "worker_name")
+
+    def __init__(
+        self,
+        worker_name: str,
+        execution_id: str,
+        attempt: int,
+        max_attempts: int,
+        cancel: threading.Event,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        self.worker_name = worker_name
+        self.execution_id = execution_id
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self._cancel = cancel
+        self._logger: WorkerLoggerAdapter | None = None
+        #: Objects that extensions attach to an attempt (the tracer provider, say).
+        self.extensions: dict[str, Any] = extensions if extensions is not None else {}
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the pool asked this worker to stop."""
+        return self._cancel.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; return True (at once) if cancelled, else False."""
+        return self._cancel.wait(max(0.0, seconds))
+
+    async def asleep(self, seconds: float) -> bool:
+        """Coroutine twin of :meth:`sleep` for async workers.
+
+        Returns True at once if already cancelled. When the pool stops it also cancels the
+        worker's task, so a pending ``asleep`` raises ``asyncio.CancelledError``; the pool counts
+        a worker that ends that way as a success.
+        """
+        if self._cancel.is_set():
+            return True
+        await asyncio.sleep(max(0.0, seconds))
+        return self._cancel.is_set()
+
+    @property
+    def logger(self) -> WorkerLoggerAdapter:
+        """A logger adapter on ``django_workers`` stamping ``worker`` and ``workerExecutionID``."""
+        if self._logger is None:
+            self._logger = WorkerLoggerAdapter(
+                logger, {"worker": self.worker_name, "workerExecutionID": self.execution_id}
+            )
+        return self._logger
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkerContext {self.worker_name!r} execution_id={self.execution_id!r} "
+            f"attempt={self.attempt}/{self.max_attempts or 'unlimited'} cancelled={self.cancelled}>"
+        )
+
+
+def current_context() -> WorkerContext | None:
+    """The context of the worker attempt running in this thread or task, or ``None``."""
+    return _current.get()
+
+
+def ctx_logger(ctx: WorkerContext | None = None) -> logging.Logger | WorkerLoggerAdapter:
+    """The worker's logger (``ctx.logger``); outside a worker, the plain ``django_workers`` logger."""
+    ctx = ctx if ctx is not None else _current.get()
+    return ctx.logger if ctx is not None else logger
+
+
+def ctx_worker_name(ctx: WorkerContext | None = None) -> str:
+    """The running worker's name; ``""`` outside a worker."""
+    ctx = ctx if ctx is not None else _current.get()
+    return ctx.worker_name if ctx is not None else ""
+
+
+def ctx_worker_execution_id(ctx: WorkerContext | None = None) -> str:
+    """The running attempt's execution id; ``""`` outside a worker."""
+    ctx = ctx if ctx is not None else _current.get()
+    return ctx.execution_id if ctx is not None else ""

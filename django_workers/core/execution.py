@@ -1,0 +1,92 @@
+"""Execution reports: what the pool knows about each worker, as immutable snapshots."""
+
+from __future__ import annotations
+
+import enum
+import threading
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = ["Failure", "WorkerExecution", "WorkerExecutionEvent", "WorkerStatus"]
+
+
+class WorkerStatus(enum.StrEnum):
+    """The status of a worker's current (or last) execution attempt."""
+
+    UNKNOWN = "unknown"
+    DEFERRED = "deferred"
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExecutionEvent:
+    """One timestamped line of a worker's execution report."""
+
+    execution_id: str
+    message: str
+    timestamp: datetime  # timezone-aware, UTC
+
+
+class Failure:
+    """The exception that ended an attempt, with its traceback formatted on first use.
+
+    Formatting a traceback costs far more than a failed attempt itself, so it is done only when
+    somebody reads it (a log handler, the recorder, ``WorkerExecution.last_traceback``).
+    """
+
+    __slots__ = ("_lock", "_text", "exception", "panic")
+
+    def __init__(self, exception: BaseException, panic: bool) -> None:
+        self.exception = exception
+        self.panic = panic
+        self._text: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def message(self) -> str:
+        """``str(exc)`` for an error, ``repr(exc)`` for a recovered panic (as in the events)."""
+        return repr(self.exception) if self.panic else str(self.exception)
+
+    @property
+    def traceback(self) -> str:
+        """The formatted traceback (``traceback.format_exception``), computed once."""
+        if self._text is None:
+            with self._lock:
+                if self._text is None:
+                    exc = self.exception
+                    self._text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"<Failure {self.message!r}>"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExecution:
+    """An immutable snapshot of one worker's execution report.
+
+    ``id`` is the current attempt's execution id (a new uuid4 string per attempt); ``events``
+    holds the newest events (bounded), oldest first.
+    """
+
+    id: str
+    name: str
+    status: WorkerStatus
+    current_execution_attempt: int
+    max_executions_attempts: int
+    deferred_start_threshold: float
+    events: tuple[WorkerExecutionEvent, ...]
+    last_error: str | None = None
+    failure: Failure | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def last_traceback(self) -> str | None:
+        """The formatted traceback of the last failed attempt, or ``None``."""
+        return None if self.failure is None else self.failure.traceback
+
+    def has_event(self, message: str) -> bool:
+        """True when an event with exactly this message is in the (bounded) history."""
+        return any(event.message == message for event in self.events)

@@ -1,0 +1,356 @@
+"""``WorkerPool``: registers named workers, runs them concurrently, stops them within a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import math
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from .backoff import Backoff
+from .context import LOGGER_NAME
+from .events import LifecycleEvent, Listener, PoolStarted, PoolStopped, PoolStopping
+from .execution import WorkerExecution
+from .supervisor import AttemptHook, Supervisor
+from .worker import Worker, worker_name
+
+__all__ = ["DEFAULT_HISTORY_SIZE", "DEFAULT_STOP_TIMEOUT", "WorkerPool"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+DEFAULT_HISTORY_SIZE = 100
+DEFAULT_STOP_TIMEOUT = 30.0
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds (int or float), got {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _attempts(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (0 = unlimited), got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 (0 = unlimited, 1 = no restart), got {value!r}")
+    return value
+
+
+def _backoff(name: str, value: object) -> Backoff:
+    if not isinstance(value, Backoff):
+        raise TypeError(f"{name} must be a django_workers.Backoff, got {value!r}")
+    return value
+
+
+class WorkerPool:
+    """Runs registered workers concurrently and supervises them.
+
+    Sync workers run in a thread each; async workers run as tasks on one event loop that the pool
+    owns in a thread of its own. Failed attempts restart after a backoff, up to
+    ``max_executions_attempts`` attempts (0 = unlimited). ``stop()`` cancels every worker and waits
+    at most its timeout.
+
+    ``listeners`` receive the typed lifecycle events of :mod:`django_workers.core.events`;
+    ``attempt_hooks`` wrap every attempt (see :data:`~django_workers.core.supervisor.AttemptHook`).
+    """
+
+    def __init__(
+        self,
+        deferred_start_threshold: float = 0.0,
+        max_executions_attempts: int = 1,
+        restart_backoff: Backoff | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        listeners: Iterable[Listener] = (),
+        attempt_hooks: Iterable[AttemptHook] = (),
+    ) -> None:
+        self.deferred_start_threshold = _seconds("deferred_start_threshold", deferred_start_threshold)
+        self.max_executions_attempts = _attempts("max_executions_attempts", max_executions_attempts)
+        self.restart_backoff = Backoff() if restart_backoff is None else _backoff("restart_backoff", restart_backoff)
+        self.stop_timeout = _seconds("stop_timeout", stop_timeout)
+        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
+            raise ValueError(f"history_size must be an int >= 1 (events kept per worker), got {history_size!r}")
+        self.history_size = history_size
+        self._listeners: list[Listener] = []
+        for listener in listeners:
+            self.add_listener(listener)
+        self._attempt_hooks: tuple[AttemptHook, ...] = tuple(attempt_hooks)
+        for hook in self._attempt_hooks:
+            if not callable(hook):
+                raise TypeError(f"attempt hooks must be callables returning a context manager, got {hook!r}")
+        self._lock = threading.RLock()
+        self._supervisors: dict[str, Supervisor] = {}
+        self._started = False
+        self._stopping = False
+        self._base_context: contextvars.Context | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._running = 0
+        self._idle = threading.Condition(self._lock)
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Subscribe a callable to the pool's lifecycle events."""
+        if not callable(listener):
+            raise TypeError(f"a listener must be a callable taking one event, got {listener!r}")
+        self._listeners.append(listener)
+
+    def register(
+        self,
+        worker: Worker,
+        *,
+        deferred_start_threshold: float | None = None,
+        max_executions_attempts: int | None = None,
+        restart_backoff: Backoff | None = None,
+    ) -> WorkerPool:
+        """Register a worker, with optional per-worker overrides of the pool's settings.
+
+        Raises ``ValueError`` for a duplicate name. After ``start()`` the worker starts at once.
+        Returns the pool, so calls can be chained.
+        """
+        name = worker_name(worker)
+        deferred = (
+            self.deferred_start_threshold
+            if deferred_start_threshold is None
+            else _seconds("deferred_start_threshold", deferred_start_threshold)
+        )
+        attempts = (
+            self.max_executions_attempts
+            if max_executions_attempts is None
+            else _attempts("max_executions_attempts", max_executions_attempts)
+        )
+        backoff = self.restart_backoff if restart_backoff is None else _backoff("restart_backoff", restart_backoff)
+        with self._lock:
+            if name in self._supervisors:
+                raise ValueError(f"a worker named {name!r} is already registered; worker names must be unique")
+            if self._stopping:
+                raise RuntimeError(f"cannot register worker {name!r}: the pool is stopped")
+            supervisor = Supervisor(self, worker, name, deferred, attempts, backoff, self.history_size)
+            self._supervisors[name] = supervisor
+            if self._started:
+                self._launch([supervisor])
+        return self
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Registered worker names, in registration order."""
+        with self._lock:
+            return list(self._supervisors)
+
+    def executions(self) -> dict[str, WorkerExecution]:
+        """Snapshots of every registered worker's execution report, in registration order."""
+        with self._lock:
+            supervisors = list(self._supervisors.values())
+        return {supervisor.name: supervisor.snapshot() for supervisor in supervisors}
+
+    def execution(self, name: str) -> WorkerExecution:
+        """The snapshot of one worker; ``LookupError`` for an unknown name."""
+        with self._lock:
+            supervisor = self._supervisors.get(name)
+        if supervisor is None:
+            raise LookupError(f"execution for worker {name} was not found")
+        return supervisor.snapshot()
+
+    @property
+    def started(self) -> bool:
+        """True once ``start()`` was called."""
+        return self._started
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was called."""
+        return self._stopping
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every registered worker in the background and return at once.
+
+        Workers inherit a copy of the caller's ``contextvars`` context (a fresh copy per attempt
+        for sync workers). Raises ``RuntimeError`` when called twice.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("the pool is already started; a WorkerPool can be started once")
+            self._started = True
+            self._base_context = contextvars.copy_context()
+            supervisors = list(self._supervisors.values())
+            self._launch(supervisors)
+        self._publish(PoolStarted(tuple(s.name for s in supervisors)))
+
+    def _launch(self, supervisors: Sequence[Supervisor]) -> None:
+        # Called with the lock held.
+        assert self._base_context is not None
+        base = self._base_context
+        async_ones: list[tuple[Supervisor, Any, Any]] = []
+        for supervisor in supervisors:
+            supervisor.prepare()
+            self._running += 1
+            lifecycle = supervisor.lifecycle()
+            first = next(lifecycle)  # records the deferral, if any, in the caller's thread
+            if supervisor.is_async:
+                async_ones.append((supervisor, lifecycle, first))
+                continue
+            thread = threading.Thread(
+                target=supervisor.drive_sync,
+                args=(lifecycle, first, base),
+                name=f"worker:{supervisor.name}",
+                daemon=True,  # a worker that ignores cancellation must not keep the process alive
+            )
+            supervisor.thread = thread
+            thread.start()
+        if async_ones:
+            loop = self._ensure_loop()
+            loop.call_soon_threadsafe(self._create_tasks, async_ones)
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                try:
+                    loop.run_forever()
+                finally:
+                    asyncio.set_event_loop(None)
+
+            thread = threading.Thread(target=run, name="worker-pool:event-loop", daemon=True)
+            self._loop, self._loop_thread = loop, thread
+            thread.start()
+            ready.wait()
+        return self._loop
+
+    def _create_tasks(self, batch: list[tuple[Supervisor, Any, Any]]) -> None:
+        # Runs on the loop thread.
+        assert self._loop is not None and self._base_context is not None
+        for supervisor, lifecycle, first in batch:
+            task = self._loop.create_task(
+                supervisor.drive_async(lifecycle, first),
+                name=f"worker:{supervisor.name}",
+                context=self._base_context.copy(),
+            )
+            supervisor.task = task
+            if supervisor.cancel.is_set():  # stop() came before the task existed
+                task.cancel()
+            task.add_done_callback(supervisor.task_done)
+
+    def _cancel_tasks(self) -> None:
+        # Runs on the loop thread.
+        for supervisor in list(self._supervisors.values()):
+            if supervisor.task is not None and not supervisor.task.done():
+                supervisor.task.cancel()
+
+    def _worker_finished(self, supervisor: Supervisor) -> None:
+        with self._idle:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no worker is left running (all finished or exhausted), or ``timeout``.
+
+        Returns True when none is left. Does not stop anything.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+    def stop(self, timeout: float | None = None) -> list[str]:
+        """Cancel every worker and wait at most ``timeout`` seconds (default: ``stop_timeout``).
+
+        Returns the names of workers still running at the deadline: they keep status ``running``,
+        get the event ``did not stop within <timeout> seconds`` and their stack is logged. A stop
+        before ``start()`` is a no-op. Nothing restarts once ``stop()`` is called.
+        """
+        timeout = self.stop_timeout if timeout is None else _seconds("timeout", timeout)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if not self._started:
+                return []
+            first_call = not self._stopping
+            self._stopping = True
+            supervisors = list(self._supervisors.values())
+        names = tuple(s.name for s in supervisors)
+        if first_call:
+            self._publish(PoolStopping(names, timeout))
+            for supervisor in supervisors:
+                supervisor.cancel.set()
+            if self._loop is not None and any(s.is_async for s in supervisors):
+                with contextlib.suppress(RuntimeError):  # the loop was closed by an earlier stop
+                    self._loop.call_soon_threadsafe(self._cancel_tasks)
+        for supervisor in supervisors:
+            supervisor.finished.wait(max(0.0, deadline - time.monotonic()))
+            if supervisor.thread is not None and supervisor.finished.is_set():
+                supervisor.thread.join(max(0.0, deadline - time.monotonic()))
+        not_stopped = [s for s in supervisors if not s.finished.is_set()]
+        if not_stopped:
+            frames = sys._current_frames()
+            for supervisor in not_stopped:
+                if not supervisor.timed_out:
+                    supervisor.time_out(timeout, self._stack_of(supervisor, frames))
+        else:
+            self._close_loop(deadline)
+        self._publish(PoolStopped(names, tuple(s.name for s in not_stopped)))
+        return [s.name for s in not_stopped]
+
+    def _stack_of(self, supervisor: Supervisor, frames: dict[int, Any]) -> str:
+        if supervisor.thread is not None and supervisor.thread.ident in frames:
+            return "".join(traceback.format_stack(frames[supervisor.thread.ident]))
+        if supervisor.task is not None:
+            lines: list[str] = []
+            for frame in supervisor.task.get_stack():
+                lines.extend(traceback.format_stack(frame, limit=1))
+            if lines:
+                return "".join(lines)
+            if self._loop_thread is not None and self._loop_thread.ident in frames:
+                # The task is not suspended: something blocks the event loop itself.
+                return "event loop blocked at:\n" + "".join(traceback.format_stack(frames[self._loop_thread.ident]))
+        return "(no stack available)\n"
+
+    def _close_loop(self, deadline: float) -> None:
+        loop, thread = self._loop, self._loop_thread
+        if loop is None or thread is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(max(0.1, deadline - time.monotonic()))
+        if not thread.is_alive():
+            loop.close()
+
+    def _publish(self, event: LifecycleEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("worker pool listener %r failed on %s", listener, type(event).__name__)
+
+    def _context_extensions(self) -> dict[str, Any]:
+        return {}
+
+    # -- context manager ------------------------------------------------------------------------
+
+    def __enter__(self) -> WorkerPool:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopping" if self._stopping else "started" if self._started else "new"
+        return f"<WorkerPool {state} workers={self.names()!r}>"

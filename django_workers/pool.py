@@ -1,0 +1,44 @@
+"""The pool as users build it: the core engine with the logging listener installed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .core.backoff import Backoff
+from .core.events import Listener
+from .core.pool import DEFAULT_HISTORY_SIZE, DEFAULT_STOP_TIMEOUT
+from .core.pool import WorkerPool as _EnginePool
+from .core.supervisor import AttemptHook
+from .logging import LoggingListener
+
+__all__ = ["WorkerPool"]
+
+
+class WorkerPool(_EnginePool):
+    """A :class:`django_workers.core.pool.WorkerPool` that logs its lifecycle.
+
+    It logs every lifecycle event on the ``django_workers`` logger (``log=False`` to opt out);
+    everything else is the engine's behaviour.
+    """
+
+    def __init__(
+        self,
+        deferred_start_threshold: float = 0.0,
+        max_executions_attempts: int = 1,
+        restart_backoff: Backoff | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        listeners: Iterable[Listener] = (),
+        attempt_hooks: Iterable[AttemptHook] = (),
+        log: bool = True,
+    ) -> None:
+        listeners = [LoggingListener(), *listeners] if log else list(listeners)
+        super().__init__(
+            deferred_start_threshold=deferred_start_threshold,
+            max_executions_attempts=max_executions_attempts,
+            restart_backoff=restart_backoff,
+            stop_timeout=stop_timeout,
+            history_size=history_size,
+            listeners=listeners,
+            attempt_hooks=attempt_hooks,
+        )

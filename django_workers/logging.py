@@ -18,7 +18,6 @@ from .core.events import (
     PoolStarted,
     PoolStopped,
     PoolStopping,
-    ReportedEvent,
     WorkerDeferred,
     WorkerRestarting,
     WorkerStopTimedOut,
@@ -58,28 +57,29 @@ class LoggingListener:
         level = _LEVELS.get(type(event))
         if level is None or not self.logger.isEnabledFor(level):
             return
-        if isinstance(event, ReportedEvent):
-            extra = {"worker": event.worker, "workerExecutionID": event.execution_id}
-            if isinstance(event, AttemptFailed):
-                exc = event.failure.exception
-                self.logger.log(level, "%s", event.message, exc_info=(type(exc), exc, exc.__traceback__), extra=extra)
-            elif isinstance(event, WorkerRestarting):
-                self.logger.log(level, "%s (in %.3f seconds)", event.message, event.delay, extra=extra)
-            elif isinstance(event, WorkerStopTimedOut):
-                self.logger.log(level, "%s; its stack:\n%s", event.message, event.stack.rstrip(), extra=extra)
-            else:
-                self.logger.log(level, "%s", event.message, extra=extra)
-        elif isinstance(event, PoolStarted):
-            self.logger.log(
-                level, "worker pool started with %d worker(s): %s", len(event.workers), ", ".join(event.workers)
-            )
-        elif isinstance(event, PoolStopping):
-            self.logger.log(level, "worker pool stopping (timeout %g seconds)", event.timeout)
-        elif isinstance(event, PoolStopped):
-            if event.not_stopped:
-                self.logger.log(logging.ERROR, "worker pool stopped; still running: %s", ", ".join(event.not_stopped))
-            else:
-                self.logger.log(level, "worker pool stopped")
+        log = self.logger.log
+        match event:
+            case AttemptFailed(worker=worker, execution_id=execution_id, record=record, failure=failure):
+                exc = failure.exception
+                extra = {"worker": worker, "workerExecutionID": execution_id}
+                log(level, "%s", record.message, exc_info=(type(exc), exc, exc.__traceback__), extra=extra)
+            case WorkerRestarting(worker=worker, execution_id=execution_id, record=record, delay=delay):
+                extra = {"worker": worker, "workerExecutionID": execution_id}
+                log(level, "%s (in %.3f seconds)", record.message, delay, extra=extra)
+            case WorkerStopTimedOut(worker=worker, execution_id=execution_id, record=record, stack=stack):
+                extra = {"worker": worker, "workerExecutionID": execution_id}
+                log(level, "%s; its stack:\n%s", record.message, stack.rstrip(), extra=extra)
+            case WorkerDeferred() | AttemptStarted() | AttemptSucceeded() | AttemptsExhausted():
+                extra = {"worker": event.worker, "workerExecutionID": event.execution_id}
+                log(level, "%s", event.record.message, extra=extra)
+            case PoolStarted(workers=workers):
+                log(level, "worker pool started with %d worker(s): %s", len(workers), ", ".join(workers))
+            case PoolStopping(timeout=timeout):
+                log(level, "worker pool stopping (timeout %g seconds)", timeout)
+            case PoolStopped(not_stopped=not_stopped) if not_stopped:
+                log(logging.ERROR, "worker pool stopped; still running: %s", ", ".join(not_stopped))
+            case PoolStopped():
+                log(level, "worker pool stopped")
 
 
 class WorkerLogFilter(logging.Filter):

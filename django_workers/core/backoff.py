@@ -71,7 +71,9 @@ class Backoff:
 
         ``rand`` returns a float in ``[0, 1)``; inject a deterministic one in tests.
         """
+        if self.initial == 0:
+            return 0.0
         base = self.base_delay(restart)
-        if base == 0 or self.jitter == 0:
+        if self.jitter == 0:
             return base
         return base * (1 - self.jitter + 2 * self.jitter * rand())

@@ -5,12 +5,19 @@ where the event happens: the caller of ``start()`` for a deferral, the worker's 
 sync worker's attempts, the pool's event-loop thread for an async worker's, the caller of
 ``stop()`` for pool events and stop time-outs. A listener must be quick and must not block (hand
 slow work to a queue); an exception it raises is logged and otherwise ignored.
+
+Events are immutable named tuples (they are built on every attempt, so they must be cheap).
+Dispatch on their type (``match event: case AttemptFailed(): ...``); the unions
+``WorkerEvent``, ``ReportedEvent``, ``PoolEvent`` and ``LifecycleEvent`` work with ``isinstance``.
+Every worker event has ``worker``, ``execution_id``, ``attempt`` and ``max_attempts`` (0 when
+unlimited); a reported event also has ``record`` (the line it added to the execution report) and
+``status`` (the worker's status after it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .execution import Failure, WorkerExecutionEvent, WorkerStatus
 
@@ -34,115 +41,132 @@ __all__ = [
 ]
 
 
-class LifecycleEvent:
-    """Base class of everything the pool publishes."""
-
-    __slots__ = ()
-
-
-Listener = Callable[[LifecycleEvent], None]
-
-
-@dataclass(frozen=True, slots=True)
-class PoolEvent(LifecycleEvent):
-    """An event about the pool as a whole."""
+class PoolStarted(NamedTuple):
+    """``start()`` launched the registered workers (names in registration order)."""
 
     workers: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class PoolStarted(PoolEvent):
-    """``start()`` launched the registered workers (names in registration order)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStopping(PoolEvent):
+class PoolStopping(NamedTuple):
     """``stop()`` was called: workers are being cancelled."""
 
+    workers: tuple[str, ...]
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
-class PoolStopped(PoolEvent):
+class PoolStopped(NamedTuple):
     """``stop()`` returned; ``not_stopped`` names the workers still running."""
 
+    workers: tuple[str, ...]
     not_stopped: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerEvent(LifecycleEvent):
-    """An event about one worker. ``max_attempts`` is 0 when attempts are unlimited."""
+class WorkerDeferred(NamedTuple):
+    """The first attempt waits ``delay`` seconds before starting."""
 
     worker: str
     execution_id: str
     attempt: int
     max_attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReportedEvent(WorkerEvent):
-    """A worker event that also went into the execution report as ``record``."""
-
     record: WorkerExecutionEvent
     status: WorkerStatus
-
-    @property
-    def message(self) -> str:
-        """The report message (exact SPEC wording)."""
-        return self.record.message
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerDeferred(ReportedEvent):
-    """The first attempt waits ``delay`` seconds before starting."""
-
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStarted(ReportedEvent):
-    """An attempt started (in the thread or task that runs it)."""
+class AttemptStarted(NamedTuple):
+    """An attempt started (published in the thread or task that runs it)."""
+
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptSucceeded(ReportedEvent):
+class AttemptSucceeded(NamedTuple):
     """An attempt returned (or was cancelled by ``stop()``); ``duration`` in seconds."""
 
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
     duration: float
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptFailed(ReportedEvent):
+class AttemptFailed(NamedTuple):
     """An attempt raised. ``failure.panic`` is True for a non-``Exception`` (recovered panic)."""
 
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
     duration: float
     failure: Failure
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerRestarting(ReportedEvent):
-    """A restart was decided; it follows after ``delay`` seconds unless the pool stops."""
+class WorkerRestarting(NamedTuple):
+    """Restart number ``restart`` was decided; it follows after ``delay`` seconds unless stopped."""
 
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
     delay: float
     restart: int
     after_panic: bool
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptsExhausted(ReportedEvent):
+class AttemptsExhausted(NamedTuple):
     """The last allowed attempt failed: the worker will not run again."""
 
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
 
-@dataclass(frozen=True, slots=True)
-class WorkerStopTimedOut(ReportedEvent):
+
+class WorkerStopTimedOut(NamedTuple):
     """The worker did not return within ``stop()``'s deadline; ``stack`` is where it was."""
 
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
     timeout: float
     stack: str
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerFinished(WorkerEvent):
+class WorkerFinished(NamedTuple):
     """The worker's supervision ended (published last, in the thread or task that ran it)."""
 
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
     status: WorkerStatus
+
+
+PoolEvent = PoolStarted | PoolStopping | PoolStopped
+ReportedEvent = (
+    WorkerDeferred
+    | AttemptStarted
+    | AttemptSucceeded
+    | AttemptFailed
+    | WorkerRestarting
+    | AttemptsExhausted
+    | WorkerStopTimedOut
+)
+WorkerEvent = ReportedEvent | WorkerFinished
+LifecycleEvent = PoolEvent | WorkerEvent
+Listener = Callable[[LifecycleEvent], None]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-import threading
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 __all__ = ["Failure", "WorkerExecution", "WorkerExecutionEvent", "WorkerStatus"]
 
@@ -21,9 +21,8 @@ class WorkerStatus(enum.StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerExecutionEvent:
-    """One timestamped line of a worker's execution report."""
+class WorkerExecutionEvent(NamedTuple):
+    """One timestamped line of a worker's execution report (an immutable named tuple)."""
 
     execution_id: str
     message: str
@@ -37,28 +36,23 @@ class Failure:
     somebody reads it (a log handler, the recorder, ``WorkerExecution.last_traceback``).
     """
 
-    __slots__ = ("_lock", "_text", "exception", "panic")
+    __slots__ = ("_text", "exception", "message", "panic")
 
     def __init__(self, exception: BaseException, panic: bool) -> None:
         self.exception = exception
         self.panic = panic
+        #: ``str(exc)`` for an error, ``repr(exc)`` for a recovered panic (as in the events).
+        self.message = repr(exception) if panic else str(exception)
         self._text: str | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def message(self) -> str:
-        """``str(exc)`` for an error, ``repr(exc)`` for a recovered panic (as in the events)."""
-        return repr(self.exception) if self.panic else str(self.exception)
 
     @property
     def traceback(self) -> str:
         """The formatted traceback (``traceback.format_exception``), computed once."""
-        if self._text is None:
-            with self._lock:
-                if self._text is None:
-                    exc = self.exception
-                    self._text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return self._text
+        text = self._text
+        if text is None:  # two threads may both format it: same text, no harm
+            exc = self.exception
+            text = self._text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return text
 
     def __repr__(self) -> str:
         return f"<Failure {self.message!r}>"

@@ -19,7 +19,7 @@ from .backoff import Backoff
 from .context import LOGGER_NAME
 from .events import LifecycleEvent, Listener, PoolStarted, PoolStopped, PoolStopping
 from .execution import WorkerExecution
-from .supervisor import AttemptHook, Supervisor
+from .supervisor import AttemptHook, Lifecycle, Supervisor
 from .worker import Worker, worker_name
 
 __all__ = ["DEFAULT_HISTORY_SIZE", "DEFAULT_STOP_TIMEOUT", "WorkerPool"]
@@ -85,6 +85,8 @@ class WorkerPool:
         self._listeners: list[Listener] = []
         for listener in listeners:
             self.add_listener(listener)
+        #: Shared, read-only objects that every WorkerContext exposes as ``ctx.extensions``.
+        self._extensions: dict[str, Any] = {}
         self._attempt_hooks: tuple[AttemptHook, ...] = tuple(attempt_hooks)
         for hook in self._attempt_hooks:
             if not callable(hook):
@@ -195,18 +197,17 @@ class WorkerPool:
         # Called with the lock held.
         assert self._base_context is not None
         base = self._base_context
-        async_ones: list[tuple[Supervisor, Any, Any]] = []
+        async_ones: list[tuple[Supervisor, Lifecycle]] = []
         for supervisor in supervisors:
             supervisor.prepare()
             self._running += 1
             lifecycle = supervisor.lifecycle()
-            first = next(lifecycle)  # records the deferral, if any, in the caller's thread
             if supervisor.is_async:
-                async_ones.append((supervisor, lifecycle, first))
+                async_ones.append((supervisor, lifecycle))
                 continue
             thread = threading.Thread(
                 target=supervisor.drive_sync,
-                args=(lifecycle, first, base),
+                args=(lifecycle, base),
                 name=f"worker:{supervisor.name}",
                 daemon=True,  # a worker that ignores cancellation must not keep the process alive
             )
@@ -235,12 +236,12 @@ class WorkerPool:
             ready.wait()
         return self._loop
 
-    def _create_tasks(self, batch: list[tuple[Supervisor, Any, Any]]) -> None:
+    def _create_tasks(self, batch: list[tuple[Supervisor, Lifecycle]]) -> None:
         # Runs on the loop thread.
         assert self._loop is not None and self._base_context is not None
-        for supervisor, lifecycle, first in batch:
+        for supervisor, lifecycle in batch:
             task = self._loop.create_task(
-                supervisor.drive_async(lifecycle, first),
+                supervisor.drive_async(lifecycle),
                 name=f"worker:{supervisor.name}",
                 context=self._base_context.copy(),
             )
@@ -336,9 +337,6 @@ class WorkerPool:
                 listener(event)
             except Exception:
                 logger.exception("worker pool listener %r failed on %s", listener, type(event).__name__)
-
-    def _context_extensions(self) -> dict[str, Any]:
-        return {}
 
     # -- context manager ------------------------------------------------------------------------
 

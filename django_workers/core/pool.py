@@ -19,7 +19,7 @@ from .backoff import Backoff
 from .context import LOGGER_NAME
 from .events import LifecycleEvent, Listener, PoolStarted, PoolStopped, PoolStopping
 from .execution import WorkerExecution
-from .supervisor import AttemptHook, Lifecycle, Supervisor
+from .supervisor import AttemptHook, Supervisor, uuid4_batch
 from .worker import Worker, worker_name
 
 __all__ = ["DEFAULT_HISTORY_SIZE", "DEFAULT_STOP_TIMEOUT", "WorkerPool"]
@@ -51,6 +51,20 @@ def _backoff(name: str, value: object) -> Backoff:
     if not isinstance(value, Backoff):
         raise TypeError(f"{name} must be a django_workers.Backoff, got {value!r}")
     return value
+
+
+def _await_chain(coro: Any) -> traceback.StackSummary:
+    """Where a suspended coroutine waits: its frame, then each coroutine it awaits, innermost last."""
+    frames = []
+    seen = 0
+    while coro is not None and seen < 100:
+        seen += 1
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+    return traceback.StackSummary.extract(iter(frames))
 
 
 class WorkerPool:
@@ -92,12 +106,15 @@ class WorkerPool:
             if not callable(hook):
                 raise TypeError(f"attempt hooks must be callables returning a context manager, got {hook!r}")
         self._lock = threading.RLock()
+        #: The stop signal shared by every worker (``ctx.cancelled``, ``ctx.sleep``, waits).
+        self._cancel = threading.Event()
         self._supervisors: dict[str, Supervisor] = {}
         self._started = False
         self._stopping = False
         self._base_context: contextvars.Context | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        self._loop_closing = False
         self._running = 0
         self._idle = threading.Condition(self._lock)
 
@@ -197,17 +214,16 @@ class WorkerPool:
         # Called with the lock held.
         assert self._base_context is not None
         base = self._base_context
-        async_ones: list[tuple[Supervisor, Lifecycle]] = []
-        for supervisor in supervisors:
-            supervisor.prepare()
+        async_ones: list[Supervisor] = []
+        for supervisor, execution_id in zip(supervisors, uuid4_batch(len(supervisors)), strict=True):
+            supervisor.prepare(execution_id)
             self._running += 1
-            lifecycle = supervisor.lifecycle()
             if supervisor.is_async:
-                async_ones.append((supervisor, lifecycle))
+                async_ones.append(supervisor)
                 continue
             thread = threading.Thread(
                 target=supervisor.drive_sync,
-                args=(lifecycle, base),
+                args=(base,),
                 name=f"worker:{supervisor.name}",
                 daemon=True,  # a worker that ignores cancellation must not keep the process alive
             )
@@ -236,30 +252,29 @@ class WorkerPool:
             ready.wait()
         return self._loop
 
-    def _create_tasks(self, batch: list[tuple[Supervisor, Lifecycle]]) -> None:
+    def _create_tasks(self, batch: list[Supervisor]) -> None:
         # Runs on the loop thread.
         assert self._loop is not None and self._base_context is not None
-        for supervisor, lifecycle in batch:
-            task = self._loop.create_task(
-                supervisor.drive_async(lifecycle),
-                name=f"worker:{supervisor.name}",
-                context=self._base_context.copy(),
+        create_task, base = self._loop.create_task, self._base_context
+        for supervisor in batch:
+            supervisor.task = create_task(
+                supervisor.drive_async(), name=f"worker:{supervisor.name}", context=base.copy()
             )
-            supervisor.task = task
-            if supervisor.cancel.is_set():  # stop() came before the task existed
-                task.cancel()
-            task.add_done_callback(supervisor.task_done)
 
     def _cancel_tasks(self) -> None:
         # Runs on the loop thread.
+        # A task that has not started yet is left alone: it will see the stop signal and end
+        # without an attempt (a task cancelled before its first step would never run at all).
         for supervisor in list(self._supervisors.values()):
-            if supervisor.task is not None and not supervisor.task.done():
-                supervisor.task.cancel()
+            task = supervisor.task
+            if task is not None and supervisor.task_started and not task.done():
+                task.cancel()
 
     def _worker_finished(self, supervisor: Supervisor) -> None:
         with self._idle:
+            supervisor.done = True
             self._running -= 1
-            if self._running == 0:
+            if self._running <= 1:  # 1: stop() called by the last worker running waits for the others
                 self._idle.notify_all()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -288,22 +303,25 @@ class WorkerPool:
         names = tuple(s.name for s in supervisors)
         if first_call:
             self._publish(PoolStopping(names, timeout))
-            for supervisor in supervisors:
-                supervisor.cancel.set()
+            self._cancel.set()
             if self._loop is not None and any(s.is_async for s in supervisors):
                 with contextlib.suppress(RuntimeError):  # the loop was closed by an earlier stop
                     self._loop.call_soon_threadsafe(self._cancel_tasks)
-        for supervisor in supervisors:
-            supervisor.finished.wait(max(0.0, deadline - time.monotonic()))
-            if supervisor.thread is not None and supervisor.finished.is_set():
+        current = threading.current_thread()
+        # A worker calling stop() cannot wait for itself.
+        others = [s for s in supervisors if s.thread is not current]
+        with self._idle:
+            self._idle.wait_for(lambda: all(s.done for s in others), max(0.0, deadline - time.monotonic()))
+        for supervisor in others:
+            if supervisor.thread is not None and supervisor.done:
                 supervisor.thread.join(max(0.0, deadline - time.monotonic()))
-        not_stopped = [s for s in supervisors if not s.finished.is_set()]
+        not_stopped = [s for s in others if not s.done]
         if not_stopped:
             frames = sys._current_frames()
             for supervisor in not_stopped:
                 if not supervisor.timed_out:
                     supervisor.time_out(timeout, self._stack_of(supervisor, frames))
-        else:
+        if all(s.done for s in supervisors if s.is_async):
             self._close_loop(deadline)
         self._publish(PoolStopped(names, tuple(s.name for s in not_stopped)))
         return [s.name for s in not_stopped]
@@ -311,24 +329,26 @@ class WorkerPool:
     def _stack_of(self, supervisor: Supervisor, frames: dict[int, Any]) -> str:
         if supervisor.thread is not None and supervisor.thread.ident in frames:
             return "".join(traceback.format_stack(frames[supervisor.thread.ident]))
-        if supervisor.task is not None:
-            lines: list[str] = []
-            for frame in supervisor.task.get_stack():
-                lines.extend(traceback.format_stack(frame, limit=1))
-            if lines:
-                return "".join(lines)
-            if self._loop_thread is not None and self._loop_thread.ident in frames:
-                # The task is not suspended: something blocks the event loop itself.
-                return "event loop blocked at:\n" + "".join(traceback.format_stack(frames[self._loop_thread.ident]))
-        return "(no stack available)\n"
+        task, loop_thread = supervisor.task, self._loop_thread
+        if task is None:
+            return "(no stack available)\n"
+        running = asyncio.current_task(self._loop)  # read from another thread: a snapshot
+        if running is task and loop_thread is not None and loop_thread.ident in frames:
+            # The task is not suspended: it blocks the event loop itself.
+            return "blocking the event loop at:\n" + "".join(traceback.format_stack(frames[loop_thread.ident]))
+        return "".join(traceback.format_list(_await_chain(task.get_coro())))
 
     def _close_loop(self, deadline: float) -> None:
-        loop, thread = self._loop, self._loop_thread
-        if loop is None or thread is None or loop.is_closed():
-            return
-        loop.call_soon_threadsafe(loop.stop)
+        with self._lock:
+            loop, thread = self._loop, self._loop_thread
+            if loop is None or thread is None:
+                return
+            first = not self._loop_closing
+            self._loop_closing = True
+        if first:
+            loop.call_soon_threadsafe(loop.stop)
         thread.join(max(0.1, deadline - time.monotonic()))
-        if not thread.is_alive():
+        if first and not thread.is_alive():
             loop.close()
 
     def _publish(self, event: LifecycleEvent) -> None:

@@ -76,6 +76,16 @@ def uuid4(_urandom: Callable[[int], bytes] = os.urandom, _variant: dict[str, str
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_variant[h[16]]}{h[17:20]}-{h[20:]}"
 
 
+def uuid4_batch(count: int, _variant: dict[str, str] = _VARIANT) -> list[str]:
+    """``count`` random (version 4) UUID strings from one ``os.urandom`` call."""
+    pool = os.urandom(16 * count).hex()
+    ids = []
+    for start in range(0, 32 * count, 32):
+        h = pool[start : start + 32]
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_variant[h[16]]}{h[17:20]}-{h[20:]}")
+    return ids
+
+
 DEFERRED, RUNNING, SUCCESS, ERROR = (
     WorkerStatus.DEFERRED,
     WorkerStatus.RUNNING,
@@ -94,6 +104,28 @@ class Supervisor:
     All mutable state is guarded by ``_lock``; readers get :class:`WorkerExecution` snapshots.
     """
 
+    __slots__ = (
+        "_attempt",
+        "_events",
+        "_execution_id",
+        "_failure",
+        "_lock",
+        "_status",
+        "cancel",
+        "deferred_start_threshold",
+        "done",
+        "is_async",
+        "max_executions_attempts",
+        "name",
+        "pool",
+        "restart_backoff",
+        "task",
+        "task_started",
+        "thread",
+        "timed_out",
+        "worker",
+    )
+
     def __init__(
         self,
         pool: WorkerPool,
@@ -111,12 +143,13 @@ class Supervisor:
         self.deferred_start_threshold = deferred_start_threshold
         self.max_executions_attempts = max_executions_attempts
         self.restart_backoff = restart_backoff
-        #: Set by ``stop()``: nothing starts or restarts after it.
-        self.cancel = threading.Event()
-        #: Set when supervision has ended (the worker will never run again).
-        self.finished = threading.Event()
+        #: The pool's stop signal, shared by all its workers: nothing starts or restarts once set.
+        self.cancel: threading.Event = pool._cancel
+        #: True once supervision has ended (the worker will never run again).
+        self.done = False
         self.thread: threading.Thread | None = None
         self.task: asyncio.Task[None] | None = None
+        self.task_started = False
         self.timed_out = False
         self._lock = threading.Lock()
         self._status = WorkerStatus.UNKNOWN
@@ -124,7 +157,6 @@ class Supervisor:
         self._attempt = 0
         self._events: deque[WorkerExecutionEvent] = deque(maxlen=history_size)
         self._failure: Failure | None = None
-        self._context: WorkerContext | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -163,15 +195,14 @@ class Supervisor:
 
     # -- the policy ---------------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self, execution_id: str) -> None:
         """Give the first attempt its id and record the deferral, if any.
 
-        Called by ``start()`` in the caller's thread, so both exist as soon as ``start()`` returns.
+        Called by ``start()`` in the caller's thread, before the worker's thread or task exists,
+        so both are there as soon as ``start()`` returns.
         """
-        execution_id = uuid4()
         delay = self.deferred_start_threshold
-        with self._lock:
-            self._execution_id = execution_id
+        self._execution_id = execution_id
         if delay > 0:
             record = WorkerExecutionEvent(execution_id, f"deferring execution attempt for {delay:g} seconds", _now())
             with self._lock:
@@ -278,20 +309,14 @@ class Supervisor:
                         (name, execution_id, attempt, maximum, follow_up, ERROR, delay, restarts, panic),
                     )
                 )
-            if delay > 0 and (yield delay):
+            if (yield delay):  # a zero delay still lets the drivers check for a stop (and yield the loop)
                 return
 
     def _finish(self) -> None:
         self._publish(
             WorkerFinished(self.name, self._execution_id, self._attempt, self.max_executions_attempts, self._status)
         )
-        self.finished.set()
         self.pool._worker_finished(self)
-
-    def task_done(self, task: asyncio.Task[None]) -> None:
-        """Done-callback of the async task: finish a task cancelled before it ever ran."""
-        if not self.finished.is_set():
-            self._finish()
 
     def time_out(self, timeout: float, stack: str) -> None:
         """Report that the worker did not return within ``stop()``'s deadline (status unchanged)."""
@@ -311,16 +336,6 @@ class Supervisor:
             )
         )
 
-    def _context_for_attempt(self) -> WorkerContext:
-        return WorkerContext(
-            self.name,
-            self._execution_id,
-            self._attempt,
-            self.max_executions_attempts,
-            self.cancel,
-            self.pool._extensions,
-        )
-
     @contextlib.contextmanager
     def _hooks(self, ctx: WorkerContext) -> Iterator[None]:
         hooks = self.pool._attempt_hooks
@@ -334,9 +349,9 @@ class Supervisor:
 
     # -- sync driver: one thread per worker ---------------------------------------------------
 
-    def drive_sync(self, lifecycle: Lifecycle, base: contextvars.Context) -> None:
+    def drive_sync(self, base: contextvars.Context) -> None:
         """Execute the lifecycle in the current (dedicated) thread."""
-        send, cancel, attempt = lifecycle.send, self.cancel, self._attempt_sync
+        send, cancel, attempt = self.lifecycle().send, self.cancel, self._attempt_sync
         result: Any = None
         try:
             while True:
@@ -348,7 +363,7 @@ class Supervisor:
                     result = base.copy().run(attempt)
                 else:
                     assert isinstance(command, float | int)
-                    result = cancel.wait(command)
+                    result = cancel.wait(command) if command > 0 else cancel.is_set()
         except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
             logger.exception(
                 "supervision of worker %s failed",
@@ -380,8 +395,14 @@ class Supervisor:
 
     # -- async driver: one task per worker on the pool's loop ---------------------------------
 
-    async def drive_async(self, lifecycle: Lifecycle) -> None:
-        """Execute the lifecycle as a task on the pool's event loop."""
+    async def drive_async(self) -> None:
+        """Execute the lifecycle as a task on the pool's event loop.
+
+        ``stop()`` cancels the task only once it has started (``task_started``): a task that has
+        not run yet sees the stop signal in the lifecycle and ends without an attempt.
+        """
+        self.task_started = True
+        lifecycle = self.lifecycle()
         result: Any = None
         try:
             while True:
@@ -390,13 +411,37 @@ class Supervisor:
                 except StopIteration:
                     return
                 if command is RUN:
-                    result = await self._attempt_async()
-                    # An attempt that fails without ever suspending, restarted with no backoff,
-                    # would otherwise monopolise the loop: let the other tasks run in between.
-                    await asyncio.sleep(0)
+                    # The attempt, inline: one coroutine per worker, not two.
+                    ctx = WorkerContext(
+                        self.name,
+                        self._execution_id,
+                        self._attempt,
+                        self.max_executions_attempts,
+                        self.cancel,
+                        self.pool._extensions,
+                    )
+                    token = _current.set(ctx)
+                    try:
+                        if self.pool._attempt_hooks:
+                            with self._hooks(ctx):
+                                await self.worker.run(ctx)
+                        else:
+                            await self.worker.run(ctx)
+                        result = None
+                    except asyncio.CancelledError as exc:
+                        result = None if self.cancel.is_set() else exc  # cancelled by stop(): a clean end
+                    except BaseException as exc:
+                        result = exc
+                    finally:
+                        _current.reset(token)
                 else:
                     assert isinstance(command, float | int)
+                    if self.cancel.is_set():  # stop() came before this task's first step
+                        result = True
+                        continue
                     try:
+                        # sleep(0) too: a worker failing without ever suspending, restarted with
+                        # no backoff, would otherwise monopolise the loop.
                         await asyncio.sleep(command)
                         result = self.cancel.is_set()
                     except asyncio.CancelledError:
@@ -409,22 +454,3 @@ class Supervisor:
             )
         finally:
             self._finish()
-
-    async def _attempt_async(self) -> BaseException | None:
-        ctx = self._context_for_attempt()
-        token = _current.set(ctx)
-        try:
-            if self.pool._attempt_hooks:
-                with self._hooks(ctx):
-                    await self.worker.run(ctx)
-            else:
-                await self.worker.run(ctx)
-        except asyncio.CancelledError as exc:
-            if self.cancel.is_set():
-                return None  # cancelled by stop(): a clean end
-            return exc
-        except BaseException as exc:
-            return exc
-        finally:
-            _current.reset(token)
-        return None

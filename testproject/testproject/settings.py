@@ -63,9 +63,23 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
+# The demo workers that `make run` starts (testproject/demo/workers.py).
 WORKERS = {
-    "MAX_EXECUTIONS_ATTEMPTS": 3,
+    "MAX_EXECUTIONS_ATTEMPTS": 3,  # a failing worker is restarted twice, then given up
     "RESTART_BACKOFF": {"INITIAL": 1.0, "MAXIMUM": 10.0, "MULTIPLIER": 2.0, "JITTER": 0.1},
     "STOP_TIMEOUT": 10.0,
-    "WORKERS": [],
+    "WORKERS": [
+        "demo.workers.ClassicWorker",
+        {"CLASS": "demo.workers.CancellableWorker", "OPTIONS": {"interval": 2.0}},
+        # Fails twice, succeeds on its third attempt (restarts after ~1 s, then ~2 s).
+        {"CLASS": "demo.workers.FlakyWorker", "OPTIONS": {"failures": 2}},
+        "demo.workers.AsyncWorker",
+        # Starts after 2 seconds; restarted for ever (a database outage must not end it).
+        {
+            "CLASS": "demo.workers.OrmWorker",
+            "DEFERRED_START_THRESHOLD": 2.0,
+            "MAX_EXECUTIONS_ATTEMPTS": 0,
+            "OPTIONS": {"interval": 5.0},
+        },
+    ],
 }

@@ -1,0 +1,242 @@
+"""``manage.py runworkers`` in real subprocesses: signals, exit statuses, options, logging."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.commands.runworkers_process import StartRunworkers, W
+
+pytestmark = pytest.mark.slow
+
+SLEEPERS = {
+    "STOP_TIMEOUT": 10,
+    "WORKERS": [
+        {"CLASS": f"{W}.Sleeper", "OPTIONS": {"name": "alpha"}},
+        {"CLASS": f"{W}.Sleeper", "OPTIONS": {"name": "beta"}},
+        {"CLASS": f"{W}.Sleeper", "OPTIONS": {"name": "gamma"}},
+    ],
+}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_workers_gracefully_and_exits_0(start: StartRunworkers, signum: int) -> None:
+    workers = {
+        "STOP_TIMEOUT": 10,
+        "WORKERS": [
+            {"CLASS": f"{W}.Sleeper", "OPTIONS": {"name": "alpha"}},
+            f"{W}.AsyncSleeper",
+            f"{W}.OneShot",
+        ],
+    }
+    process = start(workers=workers)
+    process.expect(r"runworkers starting \(pid \d+\): 3 worker\(s\), stop timeout 10 seconds, history off")
+    process.expect(r"runworkers is running")
+    process.expect(r"alpha is running")
+    process.expect(r"async-sleeper is running")
+
+    began = time.monotonic()
+    process.send(signum)
+    assert process.wait() == 0
+    assert time.monotonic() - began < 10  # within the stop timeout
+
+    name = signal.Signals(signum).name
+    log = process.stderr
+    assert f"received {name}: stopping 3 worker(s) gracefully within 10 seconds" in log
+    assert "alpha noticed the cancellation" in log
+    assert "worker alpha final status: success after attempt 1/1" in log
+    assert "worker async-sleeper final status: success after attempt 1/1" in log
+    assert "worker one-shot final status: success after attempt 1/1" in log
+    assert "runworkers stopped gracefully" in log
+    assert "Traceback" not in log
+
+
+def test_workers_left_running_at_the_stop_timeout_exit_3_with_their_stack(start: StartRunworkers) -> None:
+    process = start(workers={"STOP_TIMEOUT": 0.5, "WORKERS": [f"{W}.Stuck", f"{W}.Sleeper"]})
+    process.expect(r"stuck is running and will ignore cancellation")
+    process.expect(r"sleeper is running")
+
+    began = time.monotonic()
+    process.send(signal.SIGTERM)
+    assert process.wait() == 3
+    assert time.monotonic() - began < 0.5 + 5  # the timeout, plus generous start-up noise
+
+    log = process.stderr
+    assert "did not stop within 0.5 seconds; its stack:" in log
+    assert "in ignore_cancellation" in log  # the stuck frame, in the logged stack
+    assert "scenario_workers.py" in log
+    assert "worker stuck final status: running after attempt 1/1; it did not stop" in log
+    assert "worker sleeper final status: success after attempt 1/1" in log
+    assert "1 worker(s) did not stop within 0.5 seconds: stuck; exiting with status 3" in log
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "status"),
+    [
+        (signal.SIGINT, signal.SIGINT, 130),
+        (signal.SIGTERM, signal.SIGTERM, 143),
+        (signal.SIGTERM, signal.SIGINT, 130),
+    ],
+    ids=["SIGINT-SIGINT", "SIGTERM-SIGTERM", "SIGTERM-SIGINT"],
+)
+def test_a_second_signal_during_a_slow_stop_forces_the_exit(
+    start: StartRunworkers, first: int, second: int, status: int
+) -> None:
+    process = start("--stop-timeout", "30", workers={"WORKERS": [f"{W}.Stuck"]})
+    process.expect(r"stuck is running")
+    process.mark()
+    process.send(first)
+    process.expect(r"worker pool stopping \(timeout 30 seconds\)")
+
+    began = time.monotonic()
+    process.send(second)
+    assert process.wait() == status
+    assert time.monotonic() - began < 5  # at once, not after the 30 s stop timeout
+    assert f"received {signal.Signals(second).name} again: forced exit with status {status}" in process.stderr
+
+
+@pytest.mark.parametrize("skip_checks", [False, True], ids=["checks", "skip-checks"])
+def test_a_broken_configuration_exits_1_with_the_check_message(start: StartRunworkers, skip_checks: bool) -> None:
+    args = ["--skip-checks"] if skip_checks else []
+    process = start(*args, workers={"WORKERS": [f"{W}.DoesNotExist"]})
+    assert process.wait() == 1
+    log = process.stderr
+    assert "django_workers.E0" in log
+    assert "DoesNotExist" in log
+    assert ("Invalid settings.WORKERS" if skip_checks else "SystemCheckError") in log
+    assert "Traceback" not in log
+    assert "worker pool started" not in log
+
+
+def test_an_unknown_worker_name_exits_1_with_a_clear_message(start: StartRunworkers) -> None:
+    process = start("--worker", "alpah", workers=SLEEPERS)
+    assert process.wait() == 1
+    log = process.stderr
+    assert "CommandError: cannot select the workers to run: unknown worker 'alpah' (did you mean 'alpha'?)" in log
+    assert "configured workers: alpha, beta, gamma" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    ("args", "workers", "message"),
+    [
+        ((), {"WORKERS": []}, "no worker to run: settings.WORKERS['WORKERS'] is empty"),
+        (
+            ("--worker", "alpha", "--exclude", "alpha"),
+            SLEEPERS,
+            "no worker to run: --worker/--exclude left none of the configured workers (alpha, beta, gamma)",
+        ),
+    ],
+    ids=["empty", "all-excluded"],
+)
+def test_no_worker_to_run_exits_1(start: StartRunworkers, args: tuple[str, ...], workers: dict, message: str) -> None:
+    process = start(*args, workers=workers)
+    assert process.wait() == 1
+    assert message in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+def test_a_bad_stop_timeout_exits_1(start: StartRunworkers) -> None:
+    process = start("--stop-timeout", "-1", workers=SLEEPERS)
+    assert process.wait() == 1
+    assert "CommandError: --stop-timeout must be a number of seconds >= 0, got '-1'" in process.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--worker", "alpha", "--worker", "gamma"), ("--exclude", "beta")],
+    ids=["worker", "exclude"],
+)
+def test_worker_and_exclude_choose_the_workers_that_start(start: StartRunworkers, args: tuple[str, ...]) -> None:
+    process = start(*args, workers=SLEEPERS)
+    process.expect(r"runworkers starting \(pid \d+\): 2 worker\(s\)")
+    process.expect(r"worker pool started with 2 worker\(s\): alpha, gamma$")
+    process.send(signal.SIGTERM)
+    assert process.wait() == 0
+    assert "beta" not in process.stderr
+
+
+def test_list_prints_the_workers_with_their_settings_and_exits_0(start: StartRunworkers) -> None:
+    workers = {
+        "MAX_EXECUTIONS_ATTEMPTS": 3,
+        "RESTART_BACKOFF": {"INITIAL": 0.5, "MAXIMUM": 8, "MULTIPLIER": 3, "JITTER": 0.2},
+        "STOP_TIMEOUT": 12.5,
+        "WORKERS": [
+            f"{W}.OneShot",
+            {
+                "CLASS": f"{W}.Sleeper",
+                "OPTIONS": {"name": "alpha"},
+                "MAX_EXECUTIONS_ATTEMPTS": 0,
+                "DEFERRED_START_THRESHOLD": 1.5,
+                "RESTART_BACKOFF": {"INITIAL": 0},
+            },
+        ],
+    }
+    process = start("--list", workers=workers)
+    assert process.wait() == 0
+    assert process.lines["stdout"] == [
+        "2 worker(s); stop timeout 12.5 seconds; history off",
+        "",
+        "one-shot",
+        f"    class            {W}.OneShot",
+        "    attempts         3",
+        "    deferred start   none",
+        "    restart backoff  initial 0.5 s, maximum 8 s, multiplier 3, jitter 0.2",
+        "    options          {}",
+        "",
+        "alpha",
+        f"    class            {W}.Sleeper",
+        "    attempts         unlimited",
+        "    deferred start   1.5 seconds",
+        "    restart backoff  none (restart at once)",
+        "    options          {'name': 'alpha'}",
+    ]
+    assert "worker pool started" not in process.stderr
+
+
+def test_list_shows_the_selection(start: StartRunworkers) -> None:
+    process = start("--list", "--exclude", "beta", workers=SLEEPERS)
+    assert process.wait() == 0
+    assert process.lines["stdout"][0] == "2 of 3 worker(s); stop timeout 10 seconds; history off"
+    names = [line for line in process.lines["stdout"] if line and not line.startswith(" ")][1:]
+    assert names == ["alpha", "gamma"]
+
+
+@pytest.mark.parametrize("verbosity", [0, 1, 2, 3])
+def test_verbosity_sets_the_log_level(start: StartRunworkers, verbosity: int) -> None:
+    process = start("-v", str(verbosity), workers={"WORKERS": [f"{W}.Chatty"]})
+    # Chatty logs debug, info, then error: once the error line is seen, the others were decided.
+    error = process.expect(r"chatty error line")
+    assert error is not None
+    assert "ERROR   [chatty " in error.string  # the worker and its execution id are in the format
+    process.send(signal.SIGTERM)
+    assert process.wait() == 0
+    log = process.stderr
+    assert ("chatty info line" in log) == (verbosity >= 1)
+    assert ("runworkers starting" in log) == (verbosity >= 1)
+    assert ("chatty debug line" in log) == (verbosity >= 2)
+
+
+def test_a_logging_setting_for_the_logger_is_left_alone(start: StartRunworkers) -> None:
+    process = start("-v", "2", workers={"WORKERS": [f"{W}.Chatty"]}, env={"RUNWORKERS_TEST_LOGGING": "1"})
+    process.expect(r"^CUSTOM ERROR chatty error line$")
+    process.send(signal.SIGTERM)
+    assert process.wait() == 0
+    log = process.stderr
+    assert "chatty info line" not in log  # LOGGING's WARNING level wins over -v 2
+    assert "[chatty " not in log  # and its format over runworkers' own
+
+
+def test_runworkers_keeps_running_when_every_worker_has_finished(start: StartRunworkers) -> None:
+    process = start(workers={"WORKERS": [f"{W}.OneShot", f"{W}.Failing"]})
+    process.expect(
+        r"WARNING .* no worker is running any more \(.*\); runworkers keeps running until it receives SIGTERM or SIGINT"
+    )
+    assert process.alive()
+    process.send(signal.SIGTERM)
+    assert process.wait() == 0
+    log = process.stderr
+    assert "worker one-shot final status: success after attempt 1/1" in log
+    assert "worker failing final status: error after attempt 1/1 (failing on purpose)" in log

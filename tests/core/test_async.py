@@ -1,0 +1,304 @@
+"""Async workers: one event loop thread for all of them, cancellation, CancelledError, asleep."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from django_workers.core import Backoff, WorkerStatus, ctx_worker_name
+from tests.core.engine_support import (
+    AsyncFnWorker,
+    FnWorker,
+    collect_logs,
+    failing,
+    messages,
+    until_cancelled,
+    wait_for,
+)
+
+LOOP_THREAD = "worker-pool:event-loop"
+
+
+def test_async_workers_run_on_the_pool_event_loop_thread(harness) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    async def abody(ctx) -> None:
+        loop = asyncio.get_running_loop()
+        seen.append((threading.current_thread().name, loop.is_running()))
+
+    pool = harness.pool(AsyncFnWorker("a", abody), AsyncFnWorker("b", abody))
+    pool.start()
+    assert pool.wait(5)
+    assert seen == [(LOOP_THREAD, True), (LOOP_THREAD, True)]
+
+
+def test_no_thread_per_async_worker(harness) -> None:
+    count = 50
+    lock = threading.Lock()
+    running: set[str] = set()
+    threads: set[str] = set()
+    all_running = threading.Event()
+
+    def make(i: int) -> AsyncFnWorker:
+        async def abody(ctx) -> None:
+            with lock:
+                running.add(ctx.worker_name)
+                threads.add(threading.current_thread().name)
+                if len(running) == count:
+                    all_running.set()
+            while not await ctx.asleep(60):
+                pass
+
+        return AsyncFnWorker(f"async-{i}", abody)
+
+    before = threading.active_count()
+    pool = harness.pool(*(make(i) for i in range(count)))
+    pool.start()
+    assert all_running.wait(10)
+    assert threading.active_count() - before == 1  # the event loop thread, and nothing else
+    assert threads == {LOOP_THREAD}
+    assert {e.status for e in pool.executions().values()} == {WorkerStatus.RUNNING}
+    assert pool.stop(5) == []
+    assert {e.status for e in pool.executions().values()} == {WorkerStatus.SUCCESS}
+    assert threading.active_count() == before  # stop() joined the loop thread
+
+
+def test_sync_and_async_workers_in_one_pool(harness) -> None:
+    seen: dict[str, str] = {}
+
+    def body(ctx) -> None:
+        seen["sync"] = threading.current_thread().name
+
+    async def abody(ctx) -> None:
+        seen["async"] = threading.current_thread().name
+
+    pool = harness.pool(FnWorker("s", body), AsyncFnWorker("a", abody))
+    pool.start()
+    assert pool.wait(5)
+    assert seen["async"] == LOOP_THREAD
+    assert seen["sync"] not in (LOOP_THREAD, threading.current_thread().name)
+    assert {e.status for e in pool.executions().values()} == {WorkerStatus.SUCCESS}
+
+
+def test_stop_cancels_the_task_and_the_attempt_ends_in_success(harness) -> None:
+    started = threading.Event()
+    observed: list[str] = []
+
+    async def abody(ctx) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)  # not ctx.asleep: only the task cancellation can end this
+        except asyncio.CancelledError:
+            observed.append(f"cancelled, ctx.cancelled={ctx.cancelled}")
+            raise
+
+    pool = harness.pool(AsyncFnWorker("w", abody), max_executions_attempts=3)
+    pool.start()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert pool.stop(5) == []
+    assert time.monotonic() - began < 1.0
+    assert observed == ["cancelled, ctx.cancelled=True"]
+    execution = pool.execution("w")
+    assert execution.status is WorkerStatus.SUCCESS
+    assert messages(execution) == ["starting execution attempt 1/3", "stopping execution attempt 1/3 with success"]
+
+
+def test_worker_swallowing_the_cancellation_and_returning_ends_in_success(harness) -> None:
+    started = threading.Event()
+    cleanups: list[bool] = []
+
+    async def abody(ctx) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cleanups.append(await ctx.asleep(60))  # already cancelled: True at once
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert pool.stop(5) == []
+    assert time.monotonic() - began < 1.0
+    assert cleanups == [True]
+    assert pool.execution("w").status is WorkerStatus.SUCCESS
+
+
+def test_cancelled_error_raised_by_the_worker_itself_is_a_recovered_panic(harness) -> None:
+    async def abody(ctx) -> None:
+        if ctx.attempt == 1:
+            raise asyncio.CancelledError()  # not caused by stop(): e.g. a cancelled inner future
+
+    pool = harness.pool(AsyncFnWorker("w", abody), max_executions_attempts=2)
+    pool.start()
+    assert pool.wait(5)
+    execution = pool.execution("w")
+    assert messages(execution) == [
+        "starting execution attempt 1/2",
+        "stopping execution attempt 1/2 with recovered panic: CancelledError()",
+        "restarting after panic recovery",
+        "starting execution attempt 2/2",
+        "stopping execution attempt 2/2 with success",
+    ]
+    assert execution.status is WorkerStatus.SUCCESS
+
+
+def test_cancelled_inner_task_propagating_is_not_mistaken_for_a_stop(harness) -> None:
+    async def abody(ctx) -> None:
+        inner = asyncio.ensure_future(asyncio.sleep(60))
+        inner.cancel()
+        await inner  # raises CancelledError although nobody stopped the pool
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert pool.wait(5)
+    execution = pool.execution("w")
+    assert execution.status is WorkerStatus.ERROR
+    assert execution.has_event("stopping execution attempt 1/1 with recovered panic: CancelledError()")
+    assert execution.has_event("max execution attempts reached")
+
+
+def test_a_failing_async_worker_restarting_at_once_does_not_starve_the_others(harness) -> None:
+    other_ran = threading.Event()
+
+    async def fails_before_awaiting(ctx) -> None:
+        raise ConnectionError("refused")
+
+    async def other(ctx) -> None:
+        other_ran.set()
+        while not await ctx.asleep(60):
+            pass
+
+    pool = harness.pool(
+        AsyncFnWorker("crashing", fails_before_awaiting),
+        AsyncFnWorker("other", other),
+        max_executions_attempts=0,
+        restart_backoff=Backoff(initial=0),
+        history_size=10,
+    )
+    pool.start()
+    assert other_ran.wait(5), "the event loop is monopolised by a worker restarting in a tight loop"
+    wait_for(lambda: pool.execution("crashing").current_execution_attempt > 10)
+    assert pool.stop(5) == []
+    assert pool.execution("other").status is WorkerStatus.SUCCESS
+
+
+@pytest.mark.parametrize("immediately", [True, False])
+def test_stop_right_after_start_leaves_no_worker_running(harness, immediately: bool) -> None:
+    started = threading.Event()
+    pool = harness.pool(until_cancelled("async", "a", started), until_cancelled("sync", "s"))
+    pool.start()
+    if not immediately:
+        assert started.wait(5)
+    assert pool.stop(5) == []
+    for name, execution in pool.executions().items():
+        assert execution.status is not WorkerStatus.RUNNING, (name, messages(execution))
+        if execution.events:
+            assert execution.status is WorkerStatus.SUCCESS, (name, messages(execution))
+            assert messages(execution)[-1] == "stopping execution attempt 1/1 with success"
+        else:  # stopped before its first attempt could begin: it never starts
+            assert immediately
+            assert execution.status is WorkerStatus.UNKNOWN
+    assert pool.wait(0)
+
+
+def test_async_worker_returning_just_as_the_stop_arrives_ends_in_success(harness) -> None:
+    entered = threading.Event()
+
+    async def abody(ctx) -> None:
+        entered.set()
+        # A blocking call on the loop (a worker bug, but it happens): it returns when stop() sets
+        # the cancel flag, before the pool could cancel the task; the task is cancelled right after.
+        ctx.sleep(60)
+
+    pool = harness.pool(AsyncFnWorker("w", abody), max_executions_attempts=3)
+    with collect_logs() as logs:
+        pool.start()
+        assert entered.wait(5)
+        assert pool.stop(5) == []
+    execution = pool.execution("w")
+    assert execution.status is WorkerStatus.SUCCESS, messages(execution)
+    assert messages(execution) == ["starting execution attempt 1/3", "stopping execution attempt 1/3 with success"]
+    assert not logs.matching("supervision of worker"), "the pool's own supervision must not fail"
+
+
+def test_asleep_returns_false_when_not_cancelled_and_true_at_once_when_cancelled(harness) -> None:
+    results: list[tuple[bool, float]] = []
+    started = threading.Event()
+    contexts = []
+
+    async def abody(ctx) -> None:
+        contexts.append(ctx)
+        began = time.monotonic()
+        results.append((await ctx.asleep(0.01), time.monotonic() - began))
+        started.set()
+        while not await ctx.asleep(60):
+            pass
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert started.wait(5)
+    assert results[0][0] is False
+    assert results[0][1] >= 0.01
+    assert pool.stop(5) == []
+    (ctx,) = contexts
+    assert ctx.cancelled
+    began = time.monotonic()
+    assert asyncio.run(ctx.asleep(60)) is True
+    assert ctx.sleep(60) is True
+    assert time.monotonic() - began < 0.5
+
+
+def test_sleep_returns_false_when_not_cancelled(harness) -> None:
+    results: list[bool] = []
+
+    def body(ctx) -> None:
+        results.append(ctx.sleep(0.01))
+        results.append(ctx.sleep(0))
+        results.append(ctx.cancelled)
+
+    pool = harness.pool(FnWorker("w", body))
+    pool.start()
+    assert pool.wait(5)
+    assert results == [False, False, False]
+
+
+def test_async_deferral_and_backoff_are_honoured_on_the_loop(harness) -> None:
+    times: list[float] = []
+
+    async def abody(ctx) -> None:
+        times.append(time.monotonic())
+        if ctx.attempt == 1:
+            raise RuntimeError("again")
+
+    pool = harness.pool(
+        AsyncFnWorker("w", abody),
+        deferred_start_threshold=0.1,
+        max_executions_attempts=2,
+        restart_backoff=Backoff(initial=0.2, maximum=0.2, jitter=0),
+    )
+    began = time.monotonic()
+    pool.start()
+    assert pool.wait(5)
+    assert times[0] - began >= 0.1
+    assert times[1] - times[0] >= 0.2
+    assert pool.execution("w").status is WorkerStatus.SUCCESS
+
+
+def test_async_worker_nested_tasks_see_the_worker_context(harness) -> None:
+    names: list[str] = []
+
+    async def child() -> None:
+        names.append(ctx_worker_name())
+
+    async def abody(ctx) -> None:
+        await asyncio.gather(child(), asyncio.create_task(child()))
+
+    pool = harness.pool(AsyncFnWorker("parent", abody), failing("async", "other", succeed_at=1))
+    pool.start()
+    assert pool.wait(5)
+    assert names == ["parent", "parent"]

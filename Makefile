@@ -5,7 +5,7 @@ DJANGO ?= Django>=5.2,<5.3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck pytest bench clean
+.PHONY: run test install lint typecheck migrations pytest bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Models and shipped migrations agree (no migration appears in a user's project).
+migrations: $(STAMP)
+	env -u DATABASE_URL $(BIN)/python testproject/manage.py makemigrations --check --dry-run
+
 # The suite runs on SQLite, then again on PostgreSQL when DATABASE_URL is set and reachable.
 pytest: $(STAMP)
 	env -u DATABASE_URL $(BIN)/python -m pytest
@@ -36,7 +40,7 @@ pytest: $(STAMP)
 	  else echo "== PostgreSQL at DATABASE_URL is not reachable: the PostgreSQL run is skipped"; exit 1; fi; \
 	fi
 
-test: lint typecheck pytest
+test: lint typecheck migrations pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py

@@ -158,8 +158,11 @@ class WorkerPool:
                 raise RuntimeError(f"cannot register worker {name!r}: the pool is stopped")
             supervisor = Supervisor(self, worker, name, deferred, attempts, backoff, self.history_size)
             self._supervisors[name] = supervisor
-            if self._started:
-                self._launch([supervisor])
+            launch = self._started
+            if launch:
+                self._running += 1
+        if launch:  # outside the lock: listeners never run under it
+            self._launch([supervisor])
         return self
 
     # -- reading ------------------------------------------------------------------------------
@@ -207,17 +210,18 @@ class WorkerPool:
             self._started = True
             self._base_context = contextvars.copy_context()
             supervisors = list(self._supervisors.values())
-            self._launch(supervisors)
+            self._running += len(supervisors)
+        # Outside the lock: listeners never run under it.
         self._publish(PoolStarted(tuple(s.name for s in supervisors)))
+        self._launch(supervisors)
 
     def _launch(self, supervisors: Sequence[Supervisor]) -> None:
-        # Called with the lock held.
+        # Called without the lock; each supervisor is launched exactly once (by start() or register()).
         assert self._base_context is not None
         base = self._base_context
         async_ones: list[Supervisor] = []
         for supervisor, execution_id in zip(supervisors, uuid4_batch(len(supervisors)), strict=True):
             supervisor.prepare(execution_id)
-            self._running += 1
             if supervisor.is_async:
                 async_ones.append(supervisor)
                 continue
@@ -230,7 +234,8 @@ class WorkerPool:
             supervisor.thread = thread
             thread.start()
         if async_ones:
-            loop = self._ensure_loop()
+            with self._lock:
+                loop = self._ensure_loop()
             loop.call_soon_threadsafe(self._create_tasks, async_ones)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -293,6 +298,11 @@ class WorkerPool:
         before ``start()`` is a no-op. Nothing restarts once ``stop()`` is called.
         """
         timeout = self.stop_timeout if timeout is None else _seconds("timeout", timeout)
+        if self._loop_thread is not None and threading.current_thread() is self._loop_thread:
+            raise RuntimeError(
+                "stop() waits for the workers, so it cannot run on the pool's event loop (it would block "
+                "every async worker); from an async worker, call: await asyncio.to_thread(pool.stop)"
+            )
         deadline = time.monotonic() + timeout
         with self._lock:
             if not self._started:

@@ -319,8 +319,14 @@ class Supervisor:
         self.pool._worker_finished(self)
 
     def time_out(self, timeout: float, stack: str) -> None:
-        """Report that the worker did not return within ``stop()``'s deadline (status unchanged)."""
-        self.timed_out = True
+        """Report that the worker did not return within ``stop()``'s deadline (status unchanged).
+
+        Reported once, even when several ``stop()`` calls time out.
+        """
+        with self._lock:
+            if self.timed_out:
+                return
+            self.timed_out = True
         message = f"did not stop within {timeout:g} seconds"
         record = self._record(self._status, message)
         self._publish(

@@ -1,8 +1,9 @@
-"""The pool as users build it: the core engine with the logging listener installed."""
+"""The pool as users build it: the core engine with logging, and metrics when given."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .core.backoff import Backoff
 from .core.events import Listener
@@ -11,13 +12,17 @@ from .core.pool import WorkerPool as _EnginePool
 from .core.supervisor import AttemptHook
 from .logging import LoggingListener
 
+if TYPE_CHECKING:  # type only: importing the package must not import prometheus_client
+    from .metrics import WorkerMetrics
+
 __all__ = ["WorkerPool"]
 
 
 class WorkerPool(_EnginePool):
     """A :class:`django_workers.core.pool.WorkerPool` that logs its lifecycle.
 
-    It logs every lifecycle event on the ``django_workers`` logger (``log=False`` to opt out);
+    It logs every lifecycle event on the ``django_workers`` logger (``log=False`` to opt out) and
+    counts into ``metrics`` (a :class:`django_workers.metrics.WorkerMetrics`) when one is given;
     everything else is the engine's behaviour.
     """
 
@@ -31,8 +36,12 @@ class WorkerPool(_EnginePool):
         listeners: Iterable[Listener] = (),
         attempt_hooks: Iterable[AttemptHook] = (),
         log: bool = True,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         listeners = [LoggingListener(), *listeners] if log else list(listeners)
+        if metrics is not None:
+            listeners.append(metrics)
+        self._metrics = metrics
         super().__init__(
             deferred_start_threshold=deferred_start_threshold,
             max_executions_attempts=max_executions_attempts,
@@ -42,3 +51,8 @@ class WorkerPool(_EnginePool):
             listeners=listeners,
             attempt_hooks=attempt_hooks,
         )
+
+    @property
+    def metrics(self) -> WorkerMetrics | None:
+        """The :class:`~django_workers.metrics.WorkerMetrics` this pool counts into, or ``None``."""
+        return self._metrics

@@ -1,0 +1,193 @@
+"""Health probe: healthy unless a worker is unknown or has exhausted its attempts in error."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import django_workers
+from django_workers.core import Backoff, Worker, WorkerContext, WorkerPool, WorkerStatus
+from django_workers.probe import ProbeResult, WorkerProbe, is_exhausted
+from tests.conftest import wait_for
+
+ZERO_BACKOFF = Backoff(initial=0)
+#: Long enough that a worker sits in error between two attempts for the whole test.
+LONG_BACKOFF = Backoff(initial=600, maximum=600, jitter=0)
+
+
+class Meltdown(BaseException):
+    """A non-Exception: the pool recovers it as a panic."""
+
+
+class FnWorker(Worker):
+    def __init__(self, name: str, fn: Callable[[WorkerContext], Any] = lambda ctx: None) -> None:
+        self.name = name
+        self.fn = fn
+
+    def run(self, ctx: WorkerContext) -> Any:
+        return self.fn(ctx)
+
+
+def always(exc: Callable[[], BaseException]) -> Callable[[WorkerContext], None]:
+    def body(ctx: WorkerContext) -> None:
+        raise exc()
+
+    return body
+
+
+def until_cancelled(inside: threading.Event) -> Callable[[WorkerContext], None]:
+    def body(ctx: WorkerContext) -> None:
+        inside.set()
+        while not ctx.sleep(60):
+            pass
+
+    return body
+
+
+@pytest.fixture
+def make_pool() -> Iterator[Callable[..., WorkerPool]]:
+    """Builds pools (zero backoff unless given) that are stopped at teardown."""
+    pools: list[WorkerPool] = []
+
+    def make(*workers: Worker, cls: type[WorkerPool] = WorkerPool, **kwargs: Any) -> WorkerPool:
+        kwargs.setdefault("restart_backoff", ZERO_BACKOFF)
+        pool = cls(**kwargs)
+        for worker in workers:
+            pool.register(worker)
+        pools.append(pool)
+        return pool
+
+    yield make
+    left = [pool.stop(timeout=5.0) for pool in pools]
+    assert not any(left), f"workers still running at teardown: {left}"
+
+
+def check(pool: WorkerPool) -> ProbeResult:
+    return WorkerProbe(pool).check()
+
+
+def test_the_result_is_a_frozen_dataclass() -> None:
+    result = ProbeResult(True, "a: running")
+    assert (result.success, result.message) == (True, "a: running")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.success = False  # type: ignore[misc]
+
+
+def test_a_pool_without_workers_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool()
+    assert check(pool) == ProbeResult(True, "")
+    pool.start()
+    assert check(pool) == ProbeResult(True, "")
+
+
+def test_workers_not_started_yet_are_unknown_hence_unhealthy(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(FnWorker("a"), FnWorker("b"))
+    assert check(pool) == ProbeResult(False, "a: unknown, b: unknown")
+
+
+def test_deferred_and_running_workers_are_healthy(make_pool: Callable[..., WorkerPool]) -> None:
+    inside = threading.Event()
+    pool = make_pool(FnWorker("runner", until_cancelled(inside)))
+    pool.register(FnWorker("later"), deferred_start_threshold=60)
+    pool.start()
+    assert inside.wait(10)
+    assert check(pool) == ProbeResult(True, "runner: running, later: deferred")
+    assert pool.stop(5) == []
+    # Cancelled by stop(): a clean end; the deferred worker never started.
+    assert check(pool) == ProbeResult(True, "runner: success, later: deferred")
+
+
+def test_a_transient_error_between_attempts_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(
+        FnWorker("flaky", always(lambda: ValueError("boom"))), max_executions_attempts=3, restart_backoff=LONG_BACKOFF
+    )
+    pool.start()
+    wait_for(lambda: pool.execution("flaky").has_event("restarting after error"))
+    assert pool.execution("flaky").status is WorkerStatus.ERROR
+    assert check(pool) == ProbeResult(True, "flaky: error")
+    # Once the pool is stopped nothing restarts: the error is final.
+    assert pool.stop(5) == []
+    assert check(pool) == ProbeResult(False, "flaky: error")
+
+
+def test_unlimited_attempts_never_exhaust(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(
+        FnWorker("forever", always(lambda: ValueError("boom"))), max_executions_attempts=0, restart_backoff=LONG_BACKOFF
+    )
+    pool.start()
+    wait_for(lambda: pool.execution("forever").has_event("restarting after error"))
+    assert check(pool) == ProbeResult(True, "forever: error")
+
+
+@pytest.mark.parametrize("exc", [lambda: ValueError("boom"), Meltdown], ids=["error", "panic"])
+def test_exhausted_attempts_are_unhealthy(make_pool: Callable[..., WorkerPool], exc: Any) -> None:
+    pool = make_pool(FnWorker("doomed", always(exc)), max_executions_attempts=2)
+    pool.start()
+    assert pool.wait(10)
+    assert pool.execution("doomed").has_event("max execution attempts reached")
+    assert check(pool) == ProbeResult(False, "doomed: error")
+
+
+def test_a_single_attempt_that_failed_is_exhausted(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(FnWorker("once", always(lambda: RuntimeError("no"))))  # default: 1 attempt
+    pool.start()
+    assert pool.wait(10)
+    assert check(pool) == ProbeResult(False, "once: error")
+
+
+def test_exhaustion_is_seen_without_the_event_in_the_bounded_history(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(FnWorker("doomed", always(lambda: ValueError("boom"))), max_executions_attempts=2)
+    pool.start()
+    assert pool.wait(10)
+    execution = pool.execution("doomed")
+    # As if the history bound had dropped every event: attempts == max tells it.
+    assert is_exhausted(dataclasses.replace(execution, events=()))
+    assert not is_exhausted(dataclasses.replace(execution, events=(), current_execution_attempt=1))
+    assert is_exhausted(dataclasses.replace(execution, events=(), current_execution_attempt=1), stopping=True)
+    assert not is_exhausted(dataclasses.replace(execution, status=WorkerStatus.SUCCESS))
+
+
+def test_success_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
+    attempts = 0
+
+    def body(ctx: WorkerContext) -> None:
+        nonlocal attempts
+        attempts = ctx.attempt
+        if ctx.attempt < 3:
+            raise ValueError("not yet")
+
+    pool = make_pool(FnWorker("done", body), max_executions_attempts=3)
+    pool.start()
+    assert pool.wait(10)
+    assert attempts == 3
+    assert check(pool) == ProbeResult(True, "done: success")
+
+
+def test_one_exhausted_worker_makes_the_pool_unhealthy_in_registration_order(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    inside = threading.Event()
+    pool = make_pool(
+        FnWorker("zeta", until_cancelled(inside)),
+        FnWorker("alpha", always(lambda: ValueError("boom"))),
+        FnWorker("mid"),
+        cls=django_workers.WorkerPool,
+        log=False,
+    )
+    pool.start()
+    assert inside.wait(10)
+    wait_for(lambda: pool.execution("alpha").has_event("max execution attempts reached"))
+    wait_for(lambda: pool.execution("mid").status is WorkerStatus.SUCCESS)
+    assert check(pool) == ProbeResult(False, "zeta: running, alpha: error, mid: success")
+
+
+def test_a_worker_registered_after_start_is_probed_too(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(FnWorker("first"))
+    pool.start()
+    pool.register(FnWorker("late", always(lambda: ValueError("boom"))))
+    assert pool.wait(10)
+    assert check(pool) == ProbeResult(False, "first: success, late: error")

@@ -36,6 +36,7 @@ from . import db
 from .core.backoff import Backoff
 from .core.worker import Worker
 from .pool import WorkerPool
+from .services import ProcessService
 
 __all__ = [
     "HistorySettings",
@@ -840,3 +841,15 @@ def build_pool(
             restart_backoff=spec.restart_backoff,
         )
     return pool
+
+
+def build_services(
+    workers_settings: WorkersSettings, pool: WorkerPool, options: Mapping[str, Any] | None = None
+) -> list[ProcessService]:
+    """The process services ``runworkers`` runs beside ``pool`` (see :mod:`django_workers.services`).
+
+    ``options`` are the command-line options of ``runworkers`` (ports and the like), when it is
+    the caller. Each feature that needs a service adds it here from its settings.
+    """
+    services: list[ProcessService] = []
+    return services

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -33,13 +34,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.utils import autoreload
 
-from ...conf import WorkerSpec, WorkersSettings, build_pool, load_settings
+from ...conf import WorkerSpec, WorkersSettings, build_pool, build_services, load_settings
 from ...core.backoff import Backoff
 from ...core.context import LOGGER_NAME
 from ...core.events import LifecycleEvent, WorkerFinished
 from ...core.execution import WorkerExecution, WorkerStatus
 from ...logging import WorkerLogFilter
 from ...pool import WorkerPool
+from ...services import ProcessService, start_services, stop_services
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -411,7 +413,11 @@ class Command(BaseCommand):
             if wake.stop_requests:
                 logger.info("%s before the workers started: exiting", wake.first_request())
                 return EXIT_OK
-            return self._supervise(pool, workers_settings, wake, reloaded=reloaded)
+            try:
+                services = build_services(workers_settings, pool, options)
+            except (ImproperlyConfigured, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
+            return self._supervise(pool, workers_settings, wake, services, reloaded=reloaded)
         finally:
             wake.close()
 
@@ -430,7 +436,15 @@ class Command(BaseCommand):
             description = _describe_worker(specs.get(name), execution, workers_settings)
             logger.info("worker %s: %s", name, "; ".join(f"{label} {value}" for label, value in description))
 
-    def _supervise(self, pool: WorkerPool, workers_settings: WorkersSettings, wake: _Wakeup, *, reloaded: bool) -> int:
+    def _supervise(
+        self,
+        pool: WorkerPool,
+        workers_settings: WorkersSettings,
+        wake: _Wakeup,
+        services: Sequence[ProcessService],
+        *,
+        reloaded: bool,
+    ) -> int:
         names = pool.names()
         finished: dict[str, WorkerStatus] = {}
 
@@ -441,6 +455,10 @@ class Command(BaseCommand):
 
         pool.add_listener(on_event)
         self._log_startup(pool, workers_settings)
+        try:
+            start_services(services, pool)
+        except Exception as exc:
+            raise CommandError(f"cannot start runworkers: {exc}") from exc
         pool.start()
         logger.info("runworkers is running; SIGTERM or SIGINT (Ctrl-C) stops it gracefully")
 
@@ -458,8 +476,11 @@ class Command(BaseCommand):
                 len(names),
                 _seconds(pool.stop_timeout),
             )
+        stop_began = time.monotonic()
         not_stopped = self._stop(pool, wake)
         self._log_shutdown(pool, not_stopped)
+        # The services (history flush, endpoints) get what is left of the stop timeout.
+        stop_services(services, max(0.0, pool.stop_timeout - (time.monotonic() - stop_began)))
 
         reloading = wake.reload and not wake.stop_requests
         if not_stopped:

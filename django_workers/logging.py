@@ -20,6 +20,7 @@ from .core.events import (
     PoolStopping,
     WorkerDeferred,
     WorkerRestarting,
+    WorkerSilent,
     WorkerStopTimedOut,
 )
 
@@ -35,6 +36,7 @@ _LEVELS: dict[type[LifecycleEvent], int] = {
     AttemptFailed: logging.ERROR,
     WorkerRestarting: logging.WARNING,
     AttemptsExhausted: logging.ERROR,
+    WorkerSilent: logging.ERROR,
     WorkerStopTimedOut: logging.ERROR,
     PoolStarted: logging.INFO,
     PoolStopping: logging.INFO,
@@ -69,6 +71,10 @@ class LoggingListener:
             case WorkerStopTimedOut(worker=worker, execution_id=execution_id, record=record, stack=stack):
                 extra = {"worker": worker, "workerExecutionID": execution_id}
                 log(level, "%s; its stack:\n%s", record.message, stack.rstrip(), extra=extra)
+            case WorkerSilent(worker=worker, execution_id=execution_id, record=record, restarting=restarting):
+                extra = {"worker": worker, "workerExecutionID": execution_id}
+                then = "cancelling the attempt" if restarting else "it may be hung"
+                log(level, "%s: %s", record.message, then, extra=extra)
             case WorkerDeferred() | AttemptStarted() | AttemptSucceeded() | AttemptsExhausted():
                 extra = {"worker": event.worker, "workerExecutionID": event.execution_id}
                 log(level, "%s", event.record.message, extra=extra)

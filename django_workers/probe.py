@@ -43,8 +43,10 @@ def is_exhausted(execution: WorkerExecution, stopping: bool = False) -> bool:
 class WorkerProbe:
     """Checks the health of a pool's workers.
 
-    A pool is healthy unless one of its workers is ``unknown`` (registered but not started) or
-    has exhausted its attempts in ``error``. A pool without workers is healthy.
+    A pool is healthy unless one of its workers is ``unknown`` (registered but not started), has
+    exhausted its attempts in ``error``, or is silent (registered with ``max_silence`` and its
+    running attempt stopped calling ``ctx.heartbeat()``: its item reads ``name: running (silent)``).
+    A pool without workers is healthy.
     """
 
     def __init__(self, pool: WorkerPool) -> None:
@@ -57,6 +59,10 @@ class WorkerProbe:
         items = []
         for name, execution in self.pool.executions().items():
             status = execution.status
+            if execution.silent:
+                items.append(f"{name}: {status.value} (silent)")
+                success = False
+                continue
             items.append(f"{name}: {status.value}")
             if status is WorkerStatus.UNKNOWN or is_exhausted(execution, stopping):
                 success = False

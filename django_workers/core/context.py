@@ -7,7 +7,8 @@ import contextvars
 import logging
 import threading
 from collections.abc import MutableMapping
-from typing import Any
+from time import monotonic
+from typing import Any, Protocol
 
 __all__ = [
     "LOGGER_NAME",
@@ -24,6 +25,10 @@ LOGGER_NAME = "django_workers"
 logger = logging.getLogger(LOGGER_NAME)
 
 _current: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar("django_workers_context", default=None)
+
+
+class _Heart(Protocol):
+    last_beat: float
 
 
 class WorkerLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -43,7 +48,16 @@ class WorkerContext:
     return True at once when cancelled.
     """
 
-    __slots__ = ("_cancel", "_logger", "attempt", "execution_id", "extensions", "max_attempts", "worker_name")
+    __slots__ = (
+        "_cancel",
+        "_heart",
+        "_logger",
+        "attempt",
+        "execution_id",
+        "extensions",
+        "max_attempts",
+        "worker_name",
+    )
 
     def __init__(
         self,
@@ -53,12 +67,14 @@ class WorkerContext:
         max_attempts: int,
         cancel: threading.Event,
         extensions: dict[str, Any] | None = None,
+        heart: _Heart | None = None,
     ) -> None:
         self.worker_name = worker_name
         self.execution_id = execution_id
         self.attempt = attempt
         self.max_attempts = max_attempts
         self._cancel = cancel
+        self._heart = heart
         self._logger: WorkerLoggerAdapter | None = None
         #: Objects that extensions attach to an attempt (the tracer provider, say).
         self.extensions: dict[str, Any] = extensions if extensions is not None else {}
@@ -83,6 +99,17 @@ class WorkerContext:
             return True
         await asyncio.sleep(max(0.0, seconds))
         return self._cancel.is_set()
+
+    def heartbeat(self) -> None:
+        """Tell the pool this worker is alive (cheap: one clock read).
+
+        Only meaningful for a worker registered with ``max_silence``: one that does not call it
+        for longer than that is reported as silent (unhealthy) and, with ``restart_on_silence``,
+        cancelled and restarted. Starting an attempt counts as a heartbeat.
+        """
+        heart = self._heart
+        if heart is not None:
+            heart.last_beat = monotonic()
 
     @property
     def logger(self) -> WorkerLoggerAdapter:

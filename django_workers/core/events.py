@@ -37,6 +37,7 @@ __all__ = [
     "WorkerEvent",
     "WorkerFinished",
     "WorkerRestarting",
+    "WorkerSilent",
     "WorkerStopTimedOut",
 ]
 
@@ -134,6 +135,19 @@ class AttemptsExhausted(NamedTuple):
     status: WorkerStatus
 
 
+class WorkerSilent(NamedTuple):
+    """A running attempt did not call ``ctx.heartbeat()`` for ``silence`` seconds (hung?)."""
+
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
+    silence: float
+    restarting: bool
+
+
 class WorkerStopTimedOut(NamedTuple):
     """The worker did not return within ``stop()``'s deadline; ``stack`` is where it was."""
 
@@ -165,6 +179,7 @@ ReportedEvent = (
     | AttemptFailed
     | WorkerRestarting
     | AttemptsExhausted
+    | WorkerSilent
     | WorkerStopTimedOut
 )
 WorkerEvent = ReportedEvent | WorkerFinished

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-__all__ = ["Failure", "WorkerExecution", "WorkerExecutionEvent", "WorkerStatus"]
+__all__ = ["Failure", "WorkerExecution", "WorkerExecutionEvent", "WorkerSilenceError", "WorkerStatus"]
 
 
 class WorkerStatus(enum.StrEnum):
@@ -27,6 +27,10 @@ class WorkerExecutionEvent(NamedTuple):
     execution_id: str
     message: str
     timestamp: datetime  # timezone-aware, UTC
+
+
+class WorkerSilenceError(Exception):
+    """The error of an attempt cancelled because it stopped calling ``ctx.heartbeat()``."""
 
 
 class Failure:
@@ -75,6 +79,12 @@ class WorkerExecution:
     events: tuple[WorkerExecutionEvent, ...]
     last_error: str | None = None
     failure: Failure | None = field(default=None, repr=False, compare=False)
+    #: Seconds of silence (no ``ctx.heartbeat()``) after which the worker counts as hung, or None.
+    max_silence: float | None = None
+    #: When the running attempt last showed a sign of life (its start or a heartbeat), or None.
+    last_heartbeat: datetime | None = None
+    #: True when the running attempt has been silent for longer than ``max_silence``.
+    silent: bool = False
 
     @property
     def last_traceback(self) -> str | None:

@@ -108,6 +108,8 @@ class WorkerPool:
         self._lock = threading.RLock()
         #: The stop signal shared by every worker (``ctx.cancelled``, ``ctx.sleep``, waits).
         self._cancel = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._watch_wakeup = threading.Event()
         self._supervisors: dict[str, Supervisor] = {}
         self._started = False
         self._stopping = False
@@ -133,8 +135,16 @@ class WorkerPool:
         deferred_start_threshold: float | None = None,
         max_executions_attempts: int | None = None,
         restart_backoff: Backoff | None = None,
+        max_silence: float | None = None,
+        restart_on_silence: bool = False,
     ) -> WorkerPool:
         """Register a worker, with optional per-worker overrides of the pool's settings.
+
+        Hang detection: with ``max_silence`` (seconds), a running attempt that does not call
+        ``ctx.heartbeat()`` for that long gets the event ``no heartbeat for <max_silence> seconds``
+        and counts as silent (unhealthy); with ``restart_on_silence`` it is also cancelled (a sync
+        worker sees ``ctx.cancelled``, an async worker's task is cancelled) and ends in error,
+        to be restarted like any failed attempt.
 
         Raises ``ValueError`` for a duplicate name. After ``start()`` the worker starts at once.
         Returns the pool, so calls can be chained.
@@ -151,18 +161,28 @@ class WorkerPool:
             else _attempts("max_executions_attempts", max_executions_attempts)
         )
         backoff = self.restart_backoff if restart_backoff is None else _backoff("restart_backoff", restart_backoff)
+        silence = None if max_silence is None else _seconds("max_silence", max_silence)
+        if silence == 0:
+            raise ValueError("max_silence must be > 0 seconds (None disables hang detection)")
+        if not isinstance(restart_on_silence, bool):
+            raise TypeError(f"restart_on_silence must be a bool, got {restart_on_silence!r}")
+        if restart_on_silence and silence is None:
+            raise ValueError("restart_on_silence needs max_silence (the silence after which to restart)")
         with self._lock:
             if name in self._supervisors:
                 raise ValueError(f"a worker named {name!r} is already registered; worker names must be unique")
             if self._stopping:
                 raise RuntimeError(f"cannot register worker {name!r}: the pool is stopped")
-            supervisor = Supervisor(self, worker, name, deferred, attempts, backoff, self.history_size)
+            supervisor = Supervisor(
+                self, worker, name, deferred, attempts, backoff, self.history_size, silence, restart_on_silence
+            )
             self._supervisors[name] = supervisor
             launch = self._started
             if launch:
                 self._running += 1
         if launch:  # outside the lock: listeners never run under it
             self._launch([supervisor])
+            self._watch_wakeup.set()
         return self
 
     # -- reading ------------------------------------------------------------------------------
@@ -237,6 +257,32 @@ class WorkerPool:
             with self._lock:
                 loop = self._ensure_loop()
             loop.call_soon_threadsafe(self._create_tasks, async_ones)
+        if any(s.max_silence is not None for s in supervisors):
+            with self._lock:
+                if self._watchdog is None and not self._stopping:
+                    self._watchdog = threading.Thread(target=self._watch, name="worker-pool:watchdog", daemon=True)
+                    self._watchdog.start()
+
+    def _watch(self) -> None:
+        """The watchdog: reports (and maybe cancels) attempts silent for longer than max_silence.
+
+        It sleeps until the earliest moment a watched attempt could become silent; heartbeats do
+        not wake it (it re-reads them when it wakes), registrations and stop() do.
+        """
+        while not self._cancel.is_set():
+            now = time.monotonic()
+            wake_at = now + 60.0
+            with self._lock:
+                watched = [s for s in self._supervisors.values() if s.max_silence is not None]
+            for supervisor in watched:
+                due = supervisor.check_silence(now)
+                if due is not None:
+                    wake_at = min(wake_at, due)
+                elif supervisor.max_silence is not None:
+                    # Not running yet (or already reported): look again within its max_silence.
+                    wake_at = min(wake_at, now + supervisor.max_silence)
+            self._watch_wakeup.wait(max(0.001, wake_at - time.monotonic()))
+            self._watch_wakeup.clear()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -314,6 +360,10 @@ class WorkerPool:
         if first_call:
             self._publish(PoolStopping(names, timeout))
             self._cancel.set()
+            self._watch_wakeup.set()
+            for supervisor in supervisors:
+                if supervisor.attempt_cancel is not None:
+                    supervisor.attempt_cancel.set()
             if self._loop is not None and any(s.is_async for s in supervisors):
                 with contextlib.suppress(RuntimeError):  # the loop was closed by an earlier stop
                     self._loop.call_soon_threadsafe(self._cancel_tasks)
@@ -333,6 +383,8 @@ class WorkerPool:
                     supervisor.time_out(timeout, self._stack_of(supervisor, frames))
         if all(s.done for s in supervisors if s.is_async):
             self._close_loop(deadline)
+        if self._watchdog is not None and self._watchdog is not current:
+            self._watchdog.join(max(0.0, deadline - time.monotonic()))
         self._publish(PoolStopped(names, tuple(s.name for s in not_stopped)))
         return [s.name for s in not_stopped]
 

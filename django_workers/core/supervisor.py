@@ -16,9 +16,9 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,9 +33,10 @@ from .events import (
     WorkerDeferred,
     WorkerFinished,
     WorkerRestarting,
+    WorkerSilent,
     WorkerStopTimedOut,
 )
-from .execution import Failure, WorkerExecution, WorkerExecutionEvent, WorkerStatus
+from .execution import Failure, WorkerExecution, WorkerExecutionEvent, WorkerSilenceError, WorkerStatus
 from .worker import Worker, is_async_worker
 
 if TYPE_CHECKING:
@@ -111,14 +112,19 @@ class Supervisor:
         "_failure",
         "_lock",
         "_status",
+        "attempt_cancel",
         "cancel",
         "deferred_start_threshold",
         "done",
         "is_async",
+        "last_beat",
         "max_executions_attempts",
+        "max_silence",
         "name",
         "pool",
         "restart_backoff",
+        "restart_on_silence",
+        "silenced",
         "task",
         "task_started",
         "thread",
@@ -135,6 +141,8 @@ class Supervisor:
         max_executions_attempts: int,
         restart_backoff: Backoff,
         history_size: int,
+        max_silence: float | None = None,
+        restart_on_silence: bool = False,
     ) -> None:
         self.pool = pool
         self.worker = worker
@@ -157,6 +165,14 @@ class Supervisor:
         self._attempt = 0
         self._events: deque[WorkerExecutionEvent] = deque(maxlen=history_size)
         self._failure: Failure | None = None
+        #: Hang detection (see WorkerPool.register): the monotonic time of the last sign of life
+        #: of the running attempt, the attempt found silent (0: none), and the running attempt's
+        #: own stop signal (only when a silent attempt is to be cancelled).
+        self.max_silence = max_silence
+        self.restart_on_silence = restart_on_silence
+        self.last_beat = 0.0
+        self.silenced = 0
+        self.attempt_cancel: threading.Event | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -173,8 +189,72 @@ class Supervisor:
                 deferred_start_threshold=self.deferred_start_threshold,
                 events=tuple(self._events),
                 last_error=None if failure is None else failure.message,
+                **self._heartbeat_fields(),
                 failure=failure,
             )
+
+    def _heartbeat_fields(self) -> dict[str, Any]:
+        # Called with the lock held.
+        if self.max_silence is None:
+            return {}
+        if self._status is not WorkerStatus.RUNNING:
+            return {"max_silence": self.max_silence}
+        silence = monotonic() - self.last_beat
+        return {
+            "max_silence": self.max_silence,
+            "last_heartbeat": datetime.now(UTC) - timedelta(seconds=silence),
+            "silent": silence >= self.max_silence,
+        }
+
+    def check_silence(self, now: float) -> float | None:
+        """Called by the pool's watchdog: report a running attempt silent for too long.
+
+        Returns when the attempt would next become silent (monotonic), or None when there is
+        nothing to watch right now.
+        """
+        max_silence = self.max_silence
+        if max_silence is None or self._status is not WorkerStatus.RUNNING:
+            return None
+        attempt = self._attempt
+        if self.silenced == attempt:
+            return None  # already reported for this attempt
+        silence = now - self.last_beat
+        if silence < max_silence:
+            return self.last_beat + max_silence
+        with self._lock:
+            if self._status is not WorkerStatus.RUNNING or self._attempt != attempt:
+                return None
+            self.silenced = attempt
+            record = WorkerExecutionEvent(self._execution_id, f"no heartbeat for {max_silence:g} seconds", _now())
+            self._events.append(record)
+        restarting = self.restart_on_silence and not self.cancel.is_set()
+        if self.pool._listeners:
+            self._publish(
+                WorkerSilent(
+                    self.name,
+                    record.execution_id,
+                    attempt,
+                    self.max_executions_attempts,
+                    record,
+                    WorkerStatus.RUNNING,
+                    max_silence,
+                    restarting,
+                )
+            )
+        if restarting:
+            if self.is_async:
+                task = self.task
+                loop = self.pool._loop
+                if task is not None and loop is not None:
+                    loop.call_soon_threadsafe(self._cancel_silent_task, attempt)
+            elif self.attempt_cancel is not None:
+                self.attempt_cancel.set()
+        return None
+
+    def _cancel_silent_task(self, attempt: int) -> None:
+        # On the loop thread: cancel the task if it is still in the silent attempt.
+        if self.task is not None and self._attempt == attempt and self._status is WorkerStatus.RUNNING:
+            self.task.cancel()
 
     @property
     def status(self) -> WorkerStatus:
@@ -246,9 +326,13 @@ class Supervisor:
                 events.append(record)
             if listeners:
                 publish(_new(AttemptStarted, (name, execution_id, attempt, maximum, record, RUNNING)))
-            began = monotonic()
+            began = self.last_beat = monotonic()
 
             error: BaseException | None = yield RUN
+
+            if self.silenced == attempt and (error is None or isinstance(error, asyncio.CancelledError)):
+                # Cancelled by the watchdog, not by a stop: the attempt failed.
+                error = WorkerSilenceError(f"no heartbeat for {self.max_silence:g} seconds")
 
             duration = monotonic() - began
             if error is None:
@@ -342,16 +426,18 @@ class Supervisor:
             )
         )
 
-    @contextlib.contextmanager
-    def _hooks(self, ctx: WorkerContext) -> Iterator[None]:
+    def _hooks(self, ctx: WorkerContext) -> AbstractContextManager[Any]:
         hooks = self.pool._attempt_hooks
-        if not hooks:
-            yield
-            return
-        with contextlib.ExitStack() as stack:
+        if len(hooks) == 1:  # the common case, without an ExitStack's cost on every attempt
+            return hooks[0](ctx)
+        stack = contextlib.ExitStack()
+        try:
             for hook in hooks:
                 stack.enter_context(hook(ctx))
-            yield
+        except BaseException:
+            stack.close()
+            raise
+        return stack
 
     # -- sync driver: one thread per worker ---------------------------------------------------
 
@@ -380,13 +466,20 @@ class Supervisor:
             self._finish()
 
     def _attempt_sync(self) -> BaseException | None:
+        cancel = self.cancel
+        if self.restart_on_silence:
+            # The attempt's own stop signal, so the watchdog can cancel this attempt alone.
+            cancel = self.attempt_cancel = threading.Event()
+            if self.cancel.is_set():  # stop() may have run before attempt_cancel existed
+                cancel.set()
         ctx = WorkerContext(
             self.name,
             self._execution_id,
             self._attempt,
             self.max_executions_attempts,
-            self.cancel,
+            cancel,
             self.pool._extensions,
+            self if self.max_silence is not None else None,
         )
         _current.set(ctx)
         try:
@@ -425,6 +518,7 @@ class Supervisor:
                         self.max_executions_attempts,
                         self.cancel,
                         self.pool._extensions,
+                        self if self.max_silence is not None else None,
                     )
                     token = _current.set(ctx)
                     try:

@@ -520,7 +520,9 @@ class Supervisor:
                         self.pool._extensions,
                         self if self.max_silence is not None else None,
                     )
-                    token = _current.set(ctx)
+                    # The task runs in a context of its own: no need to reset the variable (and
+                    # keep a Token alive) after the attempt; the next attempt sets its own.
+                    _current.set(ctx)
                     try:
                         if self.pool._attempt_hooks:
                             with self._hooks(ctx):
@@ -532,8 +534,6 @@ class Supervisor:
                         result = None if self.cancel.is_set() else exc  # cancelled by stop(): a clean end
                     except BaseException as exc:
                         result = exc
-                    finally:
-                        _current.reset(token)
                 else:
                     assert isinstance(command, float | int)
                     if self.cancel.is_set():  # stop() came before this task's first step

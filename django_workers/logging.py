@@ -24,12 +24,13 @@ from .core.events import (
     WorkerStopTimedOut,
 )
 
-__all__ = ["LoggingListener", "WorkerLogFilter"]
+__all__ = ["EVENT_LEVELS", "LoggingListener", "WorkerLogFilter"]
 
 logger = logging.getLogger(LOGGER_NAME)
 logger.addHandler(logging.NullHandler())
 
-_LEVELS: dict[type[LifecycleEvent], int] = {
+#: The logging level of each lifecycle event (the recorder stores events with the same levels).
+EVENT_LEVELS: dict[type[LifecycleEvent], int] = {
     WorkerDeferred: logging.INFO,
     AttemptStarted: logging.INFO,
     AttemptSucceeded: logging.INFO,
@@ -56,7 +57,7 @@ class LoggingListener:
 
     def __call__(self, event: LifecycleEvent) -> None:
         """Log one event, if the logger is enabled for its level."""
-        level = _LEVELS.get(type(event))
+        level = EVENT_LEVELS.get(type(event))
         if level is None or not self.logger.isEnabledFor(level):
             return
         log = self.logger.log

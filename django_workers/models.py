@@ -61,7 +61,10 @@ class Execution(models.Model):
     """One execution attempt of one worker; its key is the attempt's execution id."""
 
     id = models.UUIDField(_("execution id"), primary_key=True, editable=False)
-    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="executions", verbose_name=_("node"))
+    # No index of its own: (node, status) and (node, -created_at, -id) below start with it.
+    node = models.ForeignKey(
+        Node, on_delete=models.CASCADE, related_name="executions", verbose_name=_("node"), db_index=False
+    )
     worker = models.CharField(_("worker"), max_length=255)
     attempt = models.PositiveIntegerField(_("attempt"))
     max_attempts = models.PositiveIntegerField(_("max attempts"), help_text=_("0 means unlimited."))
@@ -83,6 +86,9 @@ class Execution(models.Model):
             models.Index(fields=("status", "-created_at"), name="django_work_exec_status_idx"),
             models.Index(fields=("worker", "-created_at"), name="django_work_exec_worker_idx"),
             models.Index(fields=("node", "status"), name="django_work_exec_node_idx"),
+            # The admin's node filter: newest first, in the changelist's full order (Django appends
+            # -pk), so the planner does not walk the created_at index past other nodes' rows.
+            models.Index(fields=("node", "-created_at", "-id"), name="django_work_exec_node_time_idx"),
         )
 
     def __str__(self) -> str:
@@ -104,6 +110,7 @@ class ExecutionEvent(models.Model):
         null=True,
         blank=True,
         verbose_name=_("execution"),
+        db_index=False,  # (execution, timestamp, id) below starts with it
     )
     timestamp = models.DateTimeField(_("time"))
     level = models.CharField(_("level"), max_length=10)
@@ -114,8 +121,10 @@ class ExecutionEvent(models.Model):
         verbose_name_plural = _("events")
         ordering = ("timestamp", "id")
         indexes = (
-            models.Index(fields=("execution", "timestamp"), name="django_work_event_exec_idx"),
             models.Index(fields=("timestamp",), name="django_work_event_time_idx"),
+            # A page of an execution's events in the admin, in the full ordering (timestamp, id):
+            # without it the planner walks the timestamp index past every other execution's events.
+            models.Index(fields=("execution", "timestamp", "id"), name="django_work_event_page_idx"),
         )
 
     def __str__(self) -> str:

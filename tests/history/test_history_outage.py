@@ -1,0 +1,275 @@
+"""The database down, locked or too slow: workers never wait, events are kept, drops are counted.
+
+- An unreachable database (an alias that cannot connect) and a locked one (a transaction of the
+  test holds the tables): workers run at full speed, every listener call returns at once, and
+  everything is written once the database is back.
+- Overflow: a tiny buffer while the database is unreachable keeps the newest events, counts the
+  dropped ones (node row, metric, log) and writes a marker event when the database returns.
+- A real outage (PostgreSQL only): the server is stopped for 20 seconds while a worker keeps
+  failing every 0.2 s; afterwards every event is in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+from prometheus_client import CollectorRegistry
+
+from django_workers import Worker, WorkerContext
+from django_workers.core.events import LifecycleEvent, ReportedEvent
+from django_workers.metrics import WorkerMetrics
+from django_workers.models import Execution, ExecutionEvent, Node
+from tests.conftest import wait_for
+from tests.history.conftest import Counting, Scene, SwitchableDatabase, needs_postgresql
+
+
+class Failing(Worker):
+    """Fails at once, or after ``every`` seconds (interruptible)."""
+
+    def __init__(self, name: str = "failing", every: float = 0.0) -> None:
+        self.name = name
+        self.every = every
+
+    def run(self, ctx: WorkerContext) -> None:
+        if self.every and ctx.sleep(self.every):
+            return
+        raise RuntimeError(f"failure {ctx.attempt}")
+
+
+def stored_triples(**filters: Any) -> list[tuple[str, str, datetime]]:
+    events = ExecutionEvent.objects.filter(execution__isnull=False, **filters).order_by("timestamp", "id")
+    return [(str(event.execution_id), event.message, event.timestamp) for event in events]
+
+
+def by_execution(triples: list[tuple[str, str, datetime]]) -> dict[str, list[tuple[str, datetime]]]:
+    """Per execution, its events in order (events of different workers interleave freely)."""
+    grouped: dict[str, list[tuple[str, datetime]]] = {}
+    for execution_id, message, timestamp in triples:
+        grouped.setdefault(execution_id, []).append((message, timestamp))
+    return grouped
+
+
+def test_a_worker_never_waits_on_an_unreachable_database(switchable: SwitchableDatabase, scene: Scene) -> None:
+    switchable.break_()
+    counting = Counting()
+    durations: list[float] = []
+    recorder = scene.recorder(scene.pool(), database=switchable.alias, buffer_size=1_000_000)
+
+    def timed(event: LifecycleEvent) -> None:
+        began = time.perf_counter()
+        recorder(event)
+        durations.append(time.perf_counter() - began)
+
+    pool = scene.pool(Failing(), max_executions_attempts=0, listeners=[counting, timed])
+    pool.start()
+    wait_for(lambda: counting.attempts >= 2_000, timeout=20)  # thousands of attempts, database or not
+    assert not recorder.flush(0.2)  # nothing can be written
+    pool.stop(5)
+    assert recorder.dropped == 0
+
+    # The listener is a deque append and a rare Event.set(): never a wait on the database.
+    assert statistics.median(durations) < 50e-6, statistics.median(durations)
+    assert sorted(durations)[int(len(durations) * 0.99)] < 5e-3  # generous: a thread switch may fall inside
+
+    switchable.repair()
+    assert recorder.flush(30)
+    assert by_execution(stored_triples()) == by_execution(counting.triples())
+    assert Execution.objects.count() == counting.attempts
+
+
+@pytest.fixture
+def lock_history_tables(transactional_db: None) -> Iterator[Any]:
+    """A context manager holding the history tables locked by a transaction of the test's thread."""
+
+    @contextlib.contextmanager
+    def locked() -> Iterator[None]:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    tables = ", ".join(
+                        connection.ops.quote_name(model._meta.db_table) for model in (Node, Execution, ExecutionEvent)
+                    )
+                    cursor.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+            else:  # SQLite: an open write transaction locks the database for other writers
+                Node.objects.create(
+                    hostname="locker", pid=1, started_at=timezone.now(), last_heartbeat=timezone.now(), version="x"
+                )
+            yield
+
+    yield locked
+
+
+def test_a_locked_database_slows_the_writer_only(lock_history_tables: Any, scene: Scene) -> None:
+    counting = Counting()
+    pool = scene.pool(Failing(), max_executions_attempts=0, listeners=[counting])
+    recorder = scene.recorder(pool, buffer_size=1_000_000)
+    assert recorder.flush(10)  # the node is registered
+    with lock_history_tables():
+        pool.start()
+        wait_for(lambda: counting.attempts >= 1_000, timeout=20)
+        assert not recorder.flush(0.3)  # the writer is blocked (PostgreSQL) or retrying (SQLite)
+        pool.stop(5)
+    assert recorder.flush(30)
+    assert by_execution(stored_triples()) == by_execution(counting.triples())
+    assert recorder.dropped == 0
+
+
+class Everything:
+    """Every lifecycle event, in publication order."""
+
+    def __init__(self) -> None:
+        self.events: list[LifecycleEvent] = []
+
+    def __call__(self, event: LifecycleEvent) -> None:
+        self.events.append(event)
+
+
+def test_overflow_drops_the_oldest_counts_them_and_writes_a_marker(
+    switchable: SwitchableDatabase, scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="django_workers")
+    switchable.break_()
+    metrics = WorkerMetrics()
+    registry = CollectorRegistry()
+    metrics.register(registry)
+    everything = Everything()
+    pool = scene.pool(Failing("overflowing"), max_executions_attempts=10, listeners=[everything])
+    recorder = scene.recorder(pool, database=switchable.alias, buffer_size=5, metrics=metrics)
+    pool.start()
+    assert pool.wait(10)
+
+    # The buffer keeps the newest 5 lifecycle events: those that are reported events get stored.
+    reported = [event for event in everything.events if isinstance(event, ReportedEvent)]
+    kept = [event for event in everything.events[-5:] if isinstance(event, ReportedEvent)]
+    assert len(reported) == 30
+    dropped = len(reported) - len(kept)
+    assert recorder.dropped == dropped
+    wait_for(lambda: registry.get_sample_value("worker_recorder_dropped_events_total") == dropped, timeout=10)
+    assert "dropping the oldest events" in caplog.text
+
+    switchable.repair()
+    assert recorder.flush(30)
+    expected = [(e.execution_id, e.record.message, e.record.timestamp) for e in kept]
+    assert stored_triples() == expected  # the newest ones, in order
+    assert expected[-1][1] == "max execution attempts reached"
+    marker = ExecutionEvent.objects.get(execution__isnull=True)
+    assert marker.level == "WARNING"
+    assert marker.message.startswith(f"dropped {dropped} event(s), the oldest: the history buffer of 5 events")
+    assert marker.node_id == recorder.node_id
+    assert Node.objects.get(pk=recorder.node_id).dropped_events == dropped
+    assert registry.get_sample_value("worker_recorder_dropped_events_total") == dropped
+    assert f"{dropped} event(s) were dropped" in caplog.text
+
+
+def test_stop_gives_up_at_its_deadline_when_the_database_stays_unreachable(
+    switchable: SwitchableDatabase, scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    switchable.break_()
+    counting = Counting()
+    pool = scene.pool(Failing(), max_executions_attempts=3, listeners=[counting])
+    recorder = scene.recorder(pool, database=switchable.alias)
+    pool.start()
+    assert pool.wait(10)
+    began = time.monotonic()
+    recorder.stop(0.5)
+    assert time.monotonic() - began < 2.0
+    assert "stopped with 9 event(s) not stored and the node not marked stopped" in caplog.text
+
+
+# -- a real outage of the PostgreSQL server ------------------------------------------------------------
+
+OUTAGE = 20.0
+
+
+def _cluster() -> list[str]:
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1] if versions else "?", "main"]
+
+
+def _server(action: str) -> None:
+    subprocess.run([*_cluster(), action], check=True, timeout=120, capture_output=True)
+
+
+def _ready() -> bool:
+    probe = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False, timeout=30)
+    return probe.returncode == 0
+
+
+def _wait_ready(ready: bool, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _ready() != ready:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.fixture
+def server_control() -> None:
+    if not shutil.which("pg_ctlcluster") or not shutil.which("pg_isready") or not Path("/etc/postgresql").is_dir():
+        pytest.skip("needs pg_ctlcluster and pg_isready (Debian's postgresql-common) to stop the local server")
+    if "127.0.0.1" not in os.environ["DATABASE_URL"] and "localhost" not in os.environ["DATABASE_URL"]:
+        pytest.skip("DATABASE_URL is not the local server that pg_ctlcluster controls")
+    if not _ready():
+        pytest.skip("the local PostgreSQL server is not ready before the test")
+
+
+@needs_postgresql
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_real_outage_of_postgresql_loses_no_event(server_control: None, transactional_db: None, scene: Scene) -> None:
+    counting = Counting()
+    pool = scene.pool(Failing("ticking", every=0.2), max_executions_attempts=0, listeners=[counting])
+    recorder = scene.recorder(pool, heartbeat_interval=1.0, buffer_size=100_000)
+    pool.start()
+    wait_for(lambda: counting.attempts >= 3, timeout=10)
+    assert recorder.flush(10)
+
+    samples: list[int] = []
+    try:
+        _server("stop")
+        assert _wait_ready(False, 30), "the PostgreSQL server did not stop"
+        outage_began = timezone.now()
+        deadline = time.monotonic() + OUTAGE
+        while time.monotonic() < deadline:
+            samples.append(counting.attempts)
+            time.sleep(1.0)  # the outage itself is the subject: its length is fixed
+        samples.append(counting.attempts)
+        outage_ended = timezone.now()
+        assert not _ready()
+    finally:
+        if not _ready():
+            _server("start")
+        assert _wait_ready(True, 60), "the PostgreSQL server did not come back"
+        for each in connections.all(initialized_only=True):  # this thread's connections died with the server
+            with contextlib.suppress(Exception):
+                each.close()
+
+    # Workers were unaffected: the attempt count kept growing, second after second.
+    assert all(later > earlier for earlier, later in itertools.pairwise(samples)), samples
+    assert samples[-1] - samples[0] >= 0.5 * OUTAGE / 0.2
+
+    assert recorder.flush(30)
+    pool.stop(5)
+    recorder.stop(10)
+    assert recorder.dropped == 0
+    produced = counting.triples()
+    during = [t for t in produced if outage_began <= t[2] <= outage_ended]
+    assert len(during) >= 3 * (samples[-1] - samples[0]) - 3
+    assert by_execution(stored_triples()) == by_execution(produced)  # every event, the outage's included
+    assert Execution.objects.count() == counting.attempts
+    assert not ExecutionEvent.objects.filter(execution__isnull=True).exists()  # nothing dropped: no marker

@@ -1,0 +1,159 @@
+"""``manage.py checkworkers``: are the workers healthy? For exec probes, cron jobs and humans.
+
+Exit status: 0 healthy, 1 unhealthy, 2 cannot tell (database unreachable, history disabled and
+no ``--url``, invalid settings, no answer from ``--url``). It prints one line per worker (and
+host), then a one-line verdict.
+
+- By default it reads the history tables, as the web check does (``WORKERS["HISTORY"]`` must be
+  enabled): healthy when a ``runworkers`` heartbeat is fresh and no worker on a live node has
+  exhausted its attempts. ``--node`` restricts that to the processes of this host (or of the
+  host given), which is what a probe of a worker pod wants.
+- With ``--url http://127.0.0.1:8081/readyz`` it asks a ``runworkers --health-port`` process
+  instead (no database needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...readiness import HealthReport, HealthState, WorkerHealth, describe, workers_report
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+EXIT_UNKNOWN = 2
+
+_EXIT_CODES = {
+    HealthState.HEALTHY: EXIT_HEALTHY,
+    HealthState.UNHEALTHY: EXIT_UNHEALTHY,
+    HealthState.UNKNOWN: EXIT_UNKNOWN,
+}
+
+
+def _seconds(option: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if math.isnan(seconds) or math.isinf(seconds) or seconds <= 0:
+        raise CommandError(f"{option} must be a number of seconds > 0, got {value!r}", returncode=EXIT_UNKNOWN)
+    return seconds
+
+
+def ask_url(url: str, timeout: float) -> HealthReport:
+    """The report of a ``runworkers --health-port`` endpoint (its ``/readyz``)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+        exc.close()
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed URL
+        reason = getattr(exc, "reason", exc)
+        return HealthReport(HealthState.UNKNOWN, f"cannot tell: no answer from {url}: {reason}")
+    try:
+        body = json.loads(payload)
+        workers = body.get("workers") or {}
+        failing = body.get("failing") or {}
+        message = str(body.get("message", ""))
+        items = tuple(
+            WorkerHealth(str(name), str(state), name not in failing, problem=str(failing.get(name, "")))
+            for name, state in workers.items()
+        )
+    except (ValueError, AttributeError, TypeError):
+        return HealthReport(HealthState.UNKNOWN, f"cannot tell: {url} answered {status} without a JSON health report")
+    if status == 200:
+        return HealthReport(HealthState.HEALTHY, message, items, source=url)
+    if status == 503:
+        return HealthReport(HealthState.UNHEALTHY, message, items, source=url)
+    return HealthReport(HealthState.UNKNOWN, f"cannot tell: {url} answered {status}: {message}", items, source=url)
+
+
+class Command(BaseCommand):
+    """Check the health of the workers; exit 0 healthy, 1 unhealthy, 2 cannot tell."""
+
+    help = (
+        "Checks the health of the workers: from the history tables (every runworkers process with "
+        "WORKERS['HISTORY'] enabled records itself there), or from a runworkers health endpoint with "
+        "--url. Prints one line per worker, then the verdict. Exit status: 0 healthy, 1 unhealthy, "
+        "2 cannot tell (database unreachable, history disabled and no --url, ...)."
+    )
+    # A probe must answer even when an unrelated system check fails; settings errors are exit status 2.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Declare the options of checkworkers."""
+        parser.add_argument(
+            "--url",
+            help="Ask a runworkers health endpoint instead of the database, e.g. http://127.0.0.1:8081/readyz.",
+        )
+        parser.add_argument(
+            "--node",
+            nargs="?",
+            const=socket.gethostname(),
+            metavar="HOSTNAME",
+            help="Only the runworkers processes of this host (default when given without a value: "
+            f"this host, {socket.gethostname()!r}).",
+        )
+        parser.add_argument(
+            "--database",
+            metavar="ALIAS",
+            help="The database alias of the history tables (default: WORKERS['HISTORY']['DATABASE']).",
+        )
+        parser.add_argument(
+            "--stale-after",
+            metavar="SECONDS",
+            help="A heartbeat older than this is stale (default: WORKERS['HISTORY']['ORPHAN_GRACE'], "
+            "by default 3 x HEARTBEAT_INTERVAL).",
+        )
+        parser.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            default="5",
+            help="How long --url waits for an answer (default: 5).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Print the report and exit with its status."""
+        report = self.report(options)
+        verbosity = options["verbosity"]
+        if verbosity >= 1:
+            for line in describe(report.workers):
+                self.stdout.write(line)
+        verdict = report.message if report.state is HealthState.UNKNOWN else f"{report.state.value}: {report.message}"
+        if report.state is HealthState.UNKNOWN:
+            self.stderr.write(verdict)
+        elif verbosity >= 1:
+            self.stdout.write(verdict)
+        code = _EXIT_CODES[report.state]
+        if code:
+            raise SystemExit(code)
+
+    def report(self, options: dict[str, Any]) -> HealthReport:
+        """The report asked for by the options."""
+        if options["url"]:
+            if options["node"] or options["database"] or options["stale_after"]:
+                raise CommandError(
+                    "--url asks a runworkers process directly: --node, --database and --stale-after do not apply",
+                    returncode=EXIT_UNKNOWN,
+                )
+            return ask_url(options["url"], _seconds("--timeout", options["timeout"]))
+        stale_after = _seconds("--stale-after", options["stale_after"]) if options["stale_after"] else None
+        return workers_report(
+            database=options["database"], stale_after=stale_after, hostname=options["node"], use_pool=False
+        )
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        """Usage errors (a ``CommandError``) exit with 2, "cannot tell", not with Django's 1."""
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            if exc.returncode == 1:
+                exc.returncode = EXIT_UNKNOWN
+            raise

@@ -16,6 +16,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "health_check",
     "django_workers",
     "demo",
 ]
@@ -30,6 +31,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "testproject.urls"
+# Requests are traced by OpenTelemetry there (testproject/telemetry.py).
+WSGI_APPLICATION = "testproject.wsgi.application"
 
 TEMPLATES = [
     {
@@ -68,6 +71,18 @@ WORKERS = {
     "MAX_EXECUTIONS_ATTEMPTS": 3,  # a failing worker is restarted twice, then given up
     "RESTART_BACKOFF": {"INITIAL": 1.0, "MAXIMUM": 10.0, "MULTIPLIER": 2.0, "JITTER": 0.1},
     "STOP_TIMEOUT": 10.0,
+    # Every attempt and event stored (the admin shows them); the node heartbeats every 10 s.
+    "HISTORY": {"ENABLED": True, "RETENTION_DAYS": 7},
+    # Prometheus: `WORKERS_METRICS_PORT=9100 make run`, then `curl localhost:9100/metrics`.
+    "METRICS": {
+        "ENABLED": True,
+        "PORT": int(os.environ["WORKERS_METRICS_PORT"]) if os.environ.get("WORKERS_METRICS_PORT") else None,
+        "ADDRESS": os.environ.get("WORKERS_METRICS_ADDRESS", "127.0.0.1"),
+    },
+    # OpenTelemetry: one span per attempt; `OTEL_TRACES_EXPORTER=console make run` prints them.
+    "TRACING": {"ENABLED": True, "PROVIDER": "testproject.telemetry.tracer_provider"},
+    # Health: `WORKERS_HEALTH_PORT=8081 make run`, then `curl localhost:8081/readyz` (docs/health.md).
+    "HEALTH": {"PORT": int(os.environ["WORKERS_HEALTH_PORT"]) if os.environ.get("WORKERS_HEALTH_PORT") else None},
     "WORKERS": [
         "demo.workers.ClassicWorker",
         {"CLASS": "demo.workers.CancellableWorker", "OPTIONS": {"interval": 2.0}},

@@ -22,15 +22,17 @@ import math
 import os
 import re
 import reprlib
+import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from . import db
 from .core.backoff import Backoff
@@ -38,7 +40,11 @@ from .core.worker import Worker
 from .pool import WorkerPool
 from .services import ProcessService
 
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
+
 __all__ = [
+    "HealthSettings",
     "HistorySettings",
     "MetricsSettings",
     "SettingsValidation",
@@ -47,7 +53,10 @@ __all__ = [
     "WorkersSettings",
     "build_pool",
     "load_settings",
+    "pool_metrics",
+    "pool_tracing",
     "select_workers",
+    "tracer_provider",
     "validate_settings",
 ]
 
@@ -79,6 +88,13 @@ E_DUPLICATE_NAME: Final = "django_workers.E014"
 E_CHECK_CRASHED: Final = "django_workers.E015"
 W_UNKNOWN_KEY: Final = "django_workers.W001"
 W_NO_WORKERS: Final = "django_workers.W002"
+E_TRACER_PROVIDER_NOT_FOUND: Final = "django_workers.E016"
+E_TRACER_PROVIDER_NOT_CALLABLE: Final = "django_workers.E017"
+W_NO_OPENTELEMETRY: Final = "django_workers.W003"
+W_NO_PROMETHEUS_CLIENT: Final = "django_workers.W004"
+E_RESTART_WITHOUT_SILENCE: Final = "django_workers.E018"
+E_HEALTH_PORT_CONFLICT: Final = "django_workers.E019"
+W_SHORT_ORPHAN_GRACE: Final = "django_workers.W005"
 
 # -- the parsed settings ---------------------------------------------------------------------------
 
@@ -90,6 +106,20 @@ class HistorySettings:
     enabled: bool = False
     database: str = "default"
     retention_days: int = 7
+    #: Seconds between two heartbeats of a ``runworkers`` node (its row's ``last_heartbeat``).
+    heartbeat_interval: float = 10.0
+    #: Seconds without a heartbeat after which a node's open executions are closed as ``error``;
+    #: ``None``: three heartbeat intervals (see :attr:`grace`).
+    orphan_grace: float | None = None
+    #: Events kept in memory while the database is unreachable or slow (the oldest are dropped beyond).
+    buffer_size: int = 1_000
+    #: Events written per transaction, at most.
+    batch_size: int = 1_000
+
+    @property
+    def grace(self) -> float:
+        """The orphan grace period in effect, in seconds."""
+        return 3 * self.heartbeat_interval if self.orphan_grace is None else self.orphan_grace
 
 
 @dataclass(frozen=True)
@@ -99,13 +129,29 @@ class MetricsSettings:
     enabled: bool = True
     namespace: str = ""
     subsystem: str = ""
+    #: Port of the endpoint ``runworkers`` serves the metrics on (0: any free port); None: no endpoint.
+    port: int | None = None
+    #: Address that endpoint binds ("": every interface).
+    address: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class TracingSettings:
-    """``WORKERS["TRACING"]``: OpenTelemetry annotation of spans started inside workers."""
+    """``WORKERS["TRACING"]``: one OpenTelemetry span per attempt, annotation of spans inside workers."""
 
     enabled: bool = True
+    #: Dotted path of a zero-argument factory returning the pool's TracerProvider; None: the global one.
+    provider: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """``WORKERS["HEALTH"]``: the ``/livez`` and ``/readyz`` endpoint of ``runworkers`` (worker pods)."""
+
+    #: Port of the endpoint (0: any free port, logged); None: no endpoint unless ``--health-port``.
+    port: int | None = None
+    #: Address that endpoint binds; "0.0.0.0" for a Kubernetes httpGet probe (it calls the pod's IP).
+    address: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -122,6 +168,10 @@ class WorkerSpec:
     deferred_start_threshold: float | None = None
     max_executions_attempts: int | None = None
     restart_backoff: Backoff | None = None
+    #: Hang detection: seconds without ``ctx.heartbeat()`` after which the worker is silent (unhealthy).
+    max_silence: float | None = None
+    #: Cancel (and restart, attempts permitting) a silent attempt.
+    restart_on_silence: bool = False
 
     def instantiate(self) -> Worker:
         """A new instance of the worker class, with ``OPTIONS`` as keyword arguments."""
@@ -140,6 +190,7 @@ class WorkersSettings:
     history: HistorySettings = field(default_factory=HistorySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     workers: tuple[WorkerSpec, ...] = ()
 
     def worker_names(self) -> list[str]:
@@ -174,18 +225,30 @@ _TOP_KEYS: Final = (
     "HISTORY",
     "METRICS",
     "TRACING",
+    "HEALTH",
     "WORKERS",
 )
 _BACKOFF_KEYS: Final = ("INITIAL", "MAXIMUM", "MULTIPLIER", "JITTER")
-_HISTORY_KEYS: Final = ("ENABLED", "DATABASE", "RETENTION_DAYS")
-_METRICS_KEYS: Final = ("ENABLED", "NAMESPACE", "SUBSYSTEM")
-_TRACING_KEYS: Final = ("ENABLED",)
+_HISTORY_KEYS: Final = (
+    "ENABLED",
+    "DATABASE",
+    "RETENTION_DAYS",
+    "HEARTBEAT_INTERVAL",
+    "ORPHAN_GRACE",
+    "BUFFER_SIZE",
+    "BATCH_SIZE",
+)
+_METRICS_KEYS: Final = ("ENABLED", "NAMESPACE", "SUBSYSTEM", "PORT", "ADDRESS")
+_TRACING_KEYS: Final = ("ENABLED", "PROVIDER")
+_HEALTH_KEYS: Final = ("PORT", "ADDRESS")
 _ENTRY_KEYS: Final = (
     "CLASS",
     "OPTIONS",
     "DEFERRED_START_THRESHOLD",
     "MAX_EXECUTIONS_ATTEMPTS",
     "RESTART_BACKOFF",
+    "MAX_SILENCE",
+    "RESTART_ON_SILENCE",
 )
 
 _PROMETHEUS_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -220,6 +283,15 @@ def _is_number(value: object) -> bool:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _importable(module: str) -> bool:
+    """Whether an optional dependency (``prometheus_client``, ``opentelemetry.trace``) can be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _relative(path: str) -> str:
@@ -433,6 +505,9 @@ class _Validator:
             result["metrics"] = self.metrics(top["METRICS"])
         if "TRACING" in top:
             result["tracing"] = self.tracing(top["TRACING"])
+        if "HEALTH" in top:
+            result["health"] = self.health(top["HEALTH"], result.get("metrics"))
+        self.optional_dependencies(result.get("metrics", MetricsSettings()), result.get("tracing", TracingSettings()))
         result["workers"] = self.workers(top.get("WORKERS", _MISSING), backoff)
 
         if any(message.is_serious() for message in self.messages):
@@ -472,9 +547,69 @@ class _Validator:
                 f"Use one of the configured database aliases ({aliases}), or add {database!r} to DATABASES.",
             )
             return None
-        if enabled is None or database is None or retention is None:
+        recorder = self.history_recorder(given, default)
+        if enabled is None or database is None or retention is None or recorder is None:
             return None
-        return HistorySettings(enabled=enabled, database=database, retention_days=retention)
+        return HistorySettings(enabled=enabled, database=database, retention_days=retention, **recorder)
+
+    def history_recorder(self, given: Mapping[str, Any], default: HistorySettings) -> dict[str, Any] | None:
+        """The recorder's keys of ``HISTORY`` (heartbeat, orphan grace, buffer, batch); None when invalid."""
+
+        def positive_seconds(key: str, meaning: str) -> float | None:
+            keys = ("HISTORY", key)
+            value = given[key]
+            if not _is_number(value) or not math.isfinite(value):
+                if _is_number(value):
+                    self.error(E_OUT_OF_RANGE, f"{_where(*keys)} must be a finite number, got {value!r}.", meaning)
+                else:
+                    self.wrong_type(_where(*keys), value, "a number of seconds (int or float)", f"{key!r}: 10")
+                return None
+            if value <= 0:
+                self.error(E_OUT_OF_RANGE, f"{_where(*keys)} must be > 0 seconds, got {value!r}.", meaning)
+                return None
+            return float(value)
+
+        parsed: dict[str, Any] = {}
+        valid = True
+        if "HEARTBEAT_INTERVAL" in given:
+            heartbeat = positive_seconds(
+                "HEARTBEAT_INTERVAL", "It is how often each runworkers process updates its node row (default 10)."
+            )
+            valid &= heartbeat is not None
+            parsed["heartbeat_interval"] = heartbeat
+        for key, meaning in (
+            ("BUFFER_SIZE", "It is how many events wait in memory while the database is unreachable (default 1000)."),
+            ("BATCH_SIZE", "It is how many events are written per transaction (default 1000)."),
+        ):
+            if key in given:
+                count = self.count(("HISTORY", key), given[key], minimum=1, meaning=meaning)
+                valid &= count is not None
+                parsed[key.lower()] = count
+        if given.get("ORPHAN_GRACE") is not None:
+            grace = positive_seconds(
+                "ORPHAN_GRACE", "Use a few heartbeat intervals (default: 3 x HEARTBEAT_INTERVAL), or None."
+            )
+            valid &= grace is not None
+            parsed["orphan_grace"] = grace
+            heartbeat = parsed.get("heartbeat_interval", default.heartbeat_interval)
+            if grace is not None and heartbeat is not None:
+                where = _where("HISTORY", "ORPHAN_GRACE")
+                if grace <= heartbeat:
+                    self.error(
+                        E_OUT_OF_RANGE,
+                        f"{where} ({grace:g} s) must be longer than HEARTBEAT_INTERVAL ({heartbeat:g} s).",
+                        "A node is declared lost after ORPHAN_GRACE seconds without a heartbeat: use a few "
+                        "heartbeat intervals (the default is 3 x HEARTBEAT_INTERVAL).",
+                    )
+                    valid = False
+                elif grace < 2 * heartbeat:
+                    self.warning(
+                        W_SHORT_ORPHAN_GRACE,
+                        f"{where} ({grace:g} s) is less than twice HEARTBEAT_INTERVAL ({heartbeat:g} s): one "
+                        f"late heartbeat gets the executions of a live node closed as lost.",
+                        "Use at least 2 (by default 3) heartbeat intervals.",
+                    )
+        return parsed if valid else None
 
     def metrics(self, value: object) -> MetricsSettings | None:
         example = "'METRICS': {'ENABLED': True, 'NAMESPACE': 'myapp', 'SUBSYSTEM': ''}"
@@ -493,14 +628,148 @@ class _Validator:
                 part = None
             parts[key] = part
         namespace, subsystem = parts["NAMESPACE"], parts["SUBSYSTEM"]
-        if enabled is None or namespace is None or subsystem is None:
+        port: int | None = None
+        valid_port = True
+        if given.get("PORT") is not None:
+            port = self.count(
+                ("METRICS", "PORT"),
+                given["PORT"],
+                minimum=0,
+                meaning="Use a TCP port number from 1 to 65535 (0: any free port, logged), or None for no endpoint.",
+            )
+            if port is not None and port > 65535:
+                self.error(
+                    E_OUT_OF_RANGE,
+                    f"{_where('METRICS', 'PORT')} must be <= 65535, got {port!r}.",
+                    "Use a TCP port number from 1 to 65535 (0: any free port, logged), or None for no endpoint.",
+                )
+                port = None
+            valid_port = port is not None
+        address = (
+            self.text(("METRICS", "ADDRESS"), given["ADDRESS"], "'ADDRESS': '127.0.0.1'")
+            if "ADDRESS" in given
+            else default.address
+        )
+        if enabled is None or namespace is None or subsystem is None or not valid_port or address is None:
             return None
-        return MetricsSettings(enabled=enabled, namespace=namespace, subsystem=subsystem)
+        return MetricsSettings(enabled=enabled, namespace=namespace, subsystem=subsystem, port=port, address=address)
 
     def tracing(self, value: object) -> TracingSettings | None:
         given = self.section(("TRACING",), value, _TRACING_KEYS, "'TRACING': {'ENABLED': True}")
         enabled = self.boolean(("TRACING", "ENABLED"), given["ENABLED"]) if "ENABLED" in given else True
-        return None if enabled is None else TracingSettings(enabled=enabled)
+        provider: str | None = None
+        if given.get("PROVIDER") is not None and _importable("opentelemetry.trace"):
+            # Without opentelemetry tracing is off (W003): the factory, which needs it, is not imported.
+            provider = self.tracer_provider(given["PROVIDER"])
+            if provider is None:
+                return None
+        return None if enabled is None else TracingSettings(enabled=enabled, provider=provider)
+
+    def health(self, value: object, metrics: MetricsSettings | None) -> HealthSettings | None:
+        example = "'HEALTH': {'PORT': 8081, 'ADDRESS': '127.0.0.1'}"
+        given = self.section(("HEALTH",), value, _HEALTH_KEYS, example)
+        default = HealthSettings()
+        meaning = "Use a TCP port number from 1 to 65535 (0: any free port, logged), or None for no endpoint."
+        port: int | None = None
+        if given.get("PORT") is not None:
+            port = self.count(("HEALTH", "PORT"), given["PORT"], minimum=0, meaning=meaning)
+            if port is not None and port > 65535:
+                self.error(E_OUT_OF_RANGE, f"{_where('HEALTH', 'PORT')} must be <= 65535, got {port!r}.", meaning)
+                return None
+            if port is None:
+                return None
+        address = (
+            self.text(("HEALTH", "ADDRESS"), given["ADDRESS"], "'ADDRESS': '0.0.0.0'")
+            if "ADDRESS" in given
+            else default.address
+        )
+        if address is None:
+            return None
+        metrics_port = getattr(metrics, "port", None)
+        if port and metrics is not None and metrics.enabled and port == metrics_port:
+            self.error(
+                E_HEALTH_PORT_CONFLICT,
+                f"{_where('HEALTH', 'PORT')} and {_where('METRICS', 'PORT')} are both {port}: "
+                "runworkers cannot serve the health and the metrics endpoints on one port.",
+                "Give each endpoint a port of its own (e.g. 8081 for health, 9100 for metrics).",
+            )
+            return None
+        return HealthSettings(port=port, address=address)
+
+    def tracer_provider(self, value: object) -> str | None:
+        """``TRACING["PROVIDER"]``: the dotted path of a callable, imported (not called) to check it."""
+        where = _where("TRACING", "PROVIDER")
+        example = "'PROVIDER': 'myproject.telemetry.tracer_provider'"
+        if not isinstance(value, str):
+            self.wrong_type(where, value, "a dotted path (str) of a function returning a TracerProvider", example)
+            return None
+        module_path, _, attribute = value.rpartition(".")
+        if not module_path or not all(part.isidentifier() for part in value.split(".")):
+            self.error(
+                E_TRACER_PROVIDER_NOT_FOUND,
+                f"{where} is {value!r}, which is not a dotted path 'module.function'.",
+                f"Write the import path of a zero-argument function returning a TracerProvider, e.g. {example}.",
+            )
+            return None
+        try:
+            module = importlib.import_module(module_path)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing and (module_path == missing or module_path.startswith(missing + ".")):
+                self.error(
+                    E_TRACER_PROVIDER_NOT_FOUND,
+                    f"{where} is {value!r}, but there is no module named {missing!r}.",
+                    "Check the spelling of the module path, and that its package is installed and importable.",
+                )
+            else:
+                self.tracer_provider_import_failed(where, value, module_path, exc)
+            return None
+        except (Exception, SystemExit) as exc:
+            self.tracer_provider_import_failed(where, value, module_path, exc)
+            return None
+        factory = getattr(module, attribute, _MISSING)
+        if factory is _MISSING:
+            candidates = [name for name, item in vars(module).items() if callable(item) and not name.startswith("_")]
+            suggestion = _did_you_mean(attribute, candidates)
+            msg = f"{where} is {value!r}, but module {module_path!r} has no attribute {attribute!r}"
+            msg += f"; did you mean {suggestion!r}?" if suggestion else "."
+            self.error(E_TRACER_PROVIDER_NOT_FOUND, msg, f"Check the function name, e.g. {example}.")
+            return None
+        if not callable(factory):
+            self.error(
+                E_TRACER_PROVIDER_NOT_CALLABLE,
+                f"{where} is {value!r}, which is not callable but {_got(factory)}.",
+                "Point to a zero-argument function (or class) that returns a TracerProvider, not to a provider "
+                "built at import time.",
+            )
+            return None
+        return value
+
+    def tracer_provider_import_failed(self, where: str, path: str, module_path: str, exc: BaseException) -> None:
+        self.error(
+            E_TRACER_PROVIDER_NOT_FOUND,
+            f"{where} is {path!r}, but importing module {module_path!r} raised {_describe_exception(exc)}.",
+            f"Fix the error in the module; `python -c 'import {module_path}'` shows the whole traceback.",
+        )
+
+    def optional_dependencies(self, metrics: MetricsSettings | None, tracing: TracingSettings | None) -> None:
+        """Warn when metrics or tracing are enabled but their package is missing (they are then off)."""
+        if metrics is not None and metrics.enabled and not _importable("prometheus_client"):
+            self.warning(
+                W_NO_PROMETHEUS_CLIENT,
+                f"{_where('METRICS', 'ENABLED')} is True, but prometheus-client is not installed: "
+                "workers run without metrics.",
+                "Install it (pip install 'django-worker-pool[metrics]'), or set "
+                f"{_where('METRICS', 'ENABLED')} = False.",
+            )
+        if tracing is not None and tracing.enabled and not _importable("opentelemetry.trace"):
+            self.warning(
+                W_NO_OPENTELEMETRY,
+                f"{_where('TRACING', 'ENABLED')} is True, but opentelemetry-api is not installed: "
+                "workers run without spans.",
+                "Install it (pip install 'django-worker-pool[tracing]'), or set "
+                f"{_where('TRACING', 'ENABLED')} = False.",
+            )
 
     # -- the workers ----------------------------------------------------------------------------------
 
@@ -581,6 +850,22 @@ class _Validator:
                 backoff = self.backoff((*keys, "RESTART_BACKOFF"), given["RESTART_BACKOFF"], pool_backoff)
                 valid &= backoff is not None
                 overrides["restart_backoff"] = backoff
+            if given.get("MAX_SILENCE") is not None:
+                silence = self.seconds((*keys, "MAX_SILENCE"), given["MAX_SILENCE"], positive=True)
+                valid &= silence is not None
+                overrides["max_silence"] = silence
+            if given.get("RESTART_ON_SILENCE") is not None:
+                restart = self.boolean((*keys, "RESTART_ON_SILENCE"), given["RESTART_ON_SILENCE"])
+                valid &= restart is not None
+                overrides["restart_on_silence"] = bool(restart)
+                if restart and given.get("MAX_SILENCE") is None:
+                    self.error(
+                        E_RESTART_WITHOUT_SILENCE,
+                        f"{_where(*keys, 'RESTART_ON_SILENCE')} is True, but {where} has no 'MAX_SILENCE'.",
+                        "Set 'MAX_SILENCE' (seconds without ctx.heartbeat() after which the worker is "
+                        "silent and restarted), or remove 'RESTART_ON_SILENCE'.",
+                    )
+                    valid = False
             if given.get("OPTIONS") is not None:
                 raw_options = given["OPTIONS"]
                 if not isinstance(raw_options, Mapping) or not all(isinstance(key, str) for key in raw_options):
@@ -800,6 +1085,70 @@ def select_workers(
     return tuple(spec for spec in specs if spec.name in wanted)
 
 
+def pool_metrics(metrics_settings: MetricsSettings) -> WorkerMetrics | None:
+    """The ``WorkerMetrics`` a pool built from the settings counts into, or ``None`` (no cost at all).
+
+    ``None`` when ``METRICS["ENABLED"]`` is false or prometheus-client is missing (check W004).
+    Otherwise this process's one ``WorkerMetrics`` for the namespace and subsystem, registered
+    into ``prometheus_client.REGISTRY`` when first built and shared by every pool built later.
+    """
+    if not metrics_settings.enabled or not _importable("prometheus_client"):
+        return None
+    from .exposition import process_metrics
+
+    try:
+        return process_metrics(metrics_settings.namespace, metrics_settings.subsystem)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_where('METRICS')}: {exc}") from exc
+
+
+_tracer_providers: dict[str, Any] = {}
+_tracer_providers_lock = threading.Lock()
+
+
+def tracer_provider(path: str) -> Any:
+    """The TracerProvider returned by the factory at dotted ``path``, called once per process.
+
+    Later calls return the same provider (a provider owns span processors and their threads: one
+    per process). ``ImproperlyConfigured`` when the factory cannot be imported, raises, or returns
+    something that is not a tracer provider.
+    """
+    with _tracer_providers_lock:
+        provider = _tracer_providers.get(path)
+        if provider is not None:
+            return provider
+        where = _where("TRACING", "PROVIDER")
+        try:
+            factory = import_string(path)
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"{where} {path!r} cannot be imported: {_describe_exception(exc)}") from exc
+        try:
+            provider = factory()
+        except Exception as exc:
+            raise ImproperlyConfigured(f"{where} {path!r} raised {_describe_exception(exc)}") from exc
+        if not callable(getattr(provider, "get_tracer", None)):
+            raise ImproperlyConfigured(
+                f"{where} {path!r} returned {_got(provider)}, which is not a TracerProvider "
+                f"(it has no get_tracer() method); return e.g. an opentelemetry.sdk.trace.TracerProvider."
+            )
+        _tracer_providers[path] = provider
+        return provider
+
+
+def pool_tracing(tracing_settings: TracingSettings) -> dict[str, Any]:
+    """The tracing arguments of ``WorkerPool``: ``tracing`` and ``tracer_provider``.
+
+    Tracing is off when ``TRACING["ENABLED"]`` is false or opentelemetry-api is missing (check
+    W003). Otherwise every attempt runs in a span of the provider that ``TRACING["PROVIDER"]``
+    returns (annotated by the pool), or of the global provider when it is None. No OpenTelemetry
+    global is set.
+    """
+    if not tracing_settings.enabled or not _importable("opentelemetry.trace"):
+        return {"tracing": False, "tracer_provider": None}
+    provider = tracer_provider(tracing_settings.provider) if tracing_settings.provider is not None else None
+    return {"tracing": True, "tracer_provider": provider}
+
+
 def build_pool(
     workers_settings: WorkersSettings | None = None,
     *,
@@ -826,6 +1175,8 @@ def build_pool(
         history_size=workers_settings.history_size,
         attempt_hooks=[db.connection_hygiene],
         listeners=[db.close_thread_connections],
+        metrics=pool_metrics(workers_settings.metrics),
+        **pool_tracing(workers_settings.tracing),
     )
     for spec in specs:
         try:
@@ -839,8 +1190,31 @@ def build_pool(
             deferred_start_threshold=spec.deferred_start_threshold,
             max_executions_attempts=spec.max_executions_attempts,
             restart_backoff=spec.restart_backoff,
+            max_silence=spec.max_silence,
+            restart_on_silence=spec.restart_on_silence,
         )
     return pool
+
+
+def _metrics_services(
+    metrics_settings: MetricsSettings, pool: WorkerPool, options: Mapping[str, Any]
+) -> list[ProcessService]:
+    """The metrics endpoint (``METRICS`` ``PORT``/``ADDRESS``, ``--metrics-port``/``--metrics-address``)."""
+    port_option, address_option = options.get("metrics_port"), options.get("metrics_address")
+    if pool.metrics is None:
+        if port_option is not None or address_option is not None:
+            reason = (
+                f"metrics are disabled ({_where('METRICS', 'ENABLED')} is False)"
+                if not metrics_settings.enabled
+                else "prometheus-client is not installed (pip install 'django-worker-pool[metrics]')"
+            )
+            raise ValueError(f"--metrics-port/--metrics-address cannot be used: {reason}")
+        return []
+    from .exposition import metrics_services
+
+    return metrics_services(
+        metrics_settings.port, metrics_settings.address, port_option=port_option, address_option=address_option
+    )
 
 
 def build_services(
@@ -852,4 +1226,43 @@ def build_services(
     the caller. Each feature that needs a service adds it here from its settings.
     """
     services: list[ProcessService] = []
+    services.extend(_history_services(workers_settings.history, pool))
+    services.extend(_metrics_services(workers_settings.metrics, pool, options or {}))
+    services.extend(_health_services(workers_settings.health, options or {}))
     return services
+
+
+def _history_services(history: HistorySettings, pool: WorkerPool) -> list[ProcessService]:
+    """The history recorder when ``HISTORY["ENABLED"]`` (first in the list: stopped last, it flushes)."""
+    if not history.enabled:
+        return []
+    from .recorder import HistoryRecorder  # imports the models: only once the app registry is ready
+
+    return [
+        HistoryRecorder(
+            history.database,
+            buffer_size=history.buffer_size,
+            batch_size=history.batch_size,
+            heartbeat_interval=history.heartbeat_interval,
+            orphan_grace=history.grace,
+            retention_days=history.retention_days,
+            metrics=pool.metrics,
+        )
+    ]
+
+
+def _health_services(health: HealthSettings, options: Mapping[str, Any]) -> list[ProcessService]:
+    """The ``/livez`` + ``/readyz`` endpoint when ``--health-port`` or ``HEALTH["PORT"]`` asks for one."""
+    port: object = options.get("health_port")
+    source = "--health-port"
+    if port is None:
+        port, source = health.port, _where("HEALTH", "PORT")
+    if port is None:
+        return []
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"{source} must be a TCP port number from 0 to 65535 (0: any free port), got {port!r}")
+    from .health_server import HealthServer
+
+    return [HealthServer(port, health.address)]

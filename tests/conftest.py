@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,19 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} seconds: {predicate}")
         time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: Any) -> None:
+    """On SQLite, the test database is a file, not memory: a ``runworkers`` subprocess can share it.
+
+    (The health tests read, through the test client, what a real ``runworkers`` wrote.)
+    """
+    from django.db import connections
+
+    database = connections.settings["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3" and not database["TEST"].get("NAME"):
+        database["TEST"]["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
 
 
 @pytest.fixture(autouse=True)

@@ -217,10 +217,18 @@ def test_build_pool_registers_every_worker_with_its_overrides_and_options(
         "deferred_start_threshold": 3.0,
         "max_executions_attempts": 0,
         "restart_backoff": Backoff(initial=0.5, maximum=60.0, multiplier=3.0, jitter=0.0),
+        "max_silence": None,
+        "restart_on_silence": False,
     }
     sms_worker, sms_overrides = workers["consumer-sms"]
     assert (sms_worker.queue, sms_worker.batch_size) == ("sms", 10)
-    assert sms_overrides == {"deferred_start_threshold": None, "max_executions_attempts": None, "restart_backoff": None}
+    assert sms_overrides == {
+        "deferred_start_threshold": None,
+        "max_executions_attempts": None,
+        "restart_backoff": None,
+        "max_silence": None,
+        "restart_on_silence": False,
+    }
 
 
 def test_build_pool_makes_new_instances_each_time() -> None:

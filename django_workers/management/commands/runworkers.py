@@ -311,6 +311,23 @@ class Command(BaseCommand):
             action="store_true",
             help="Development: restart the workers (gracefully) when a Python file changes.",
         )
+        parser.add_argument(
+            "--metrics-port",
+            metavar="PORT",
+            help="Serve the Prometheus metrics of this process on this TCP port (0: any free port, logged); "
+            "default: WORKERS['METRICS']['PORT'], no endpoint when None.",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            metavar="ADDRESS",
+            help="The address the metrics endpoint binds (default: WORKERS['METRICS']['ADDRESS'], 127.0.0.1).",
+        )
+        parser.add_argument(
+            "--health-port",
+            metavar="PORT",
+            help="Serve /livez and /readyz (JSON) on this TCP port (0: any free port, logged); "
+            "default: WORKERS['HEALTH']['PORT'], no endpoint when None.",
+        )
         parser.add_argument("--skip-checks", action="store_true", help="Skip system checks.")
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -15,13 +15,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import XSS
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
 from django_workers.models import Execution, ExecutionEvent, ExecutionStatus, Node
+from tests.admin.conftest import XSS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

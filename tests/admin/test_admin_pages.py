@@ -7,13 +7,13 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from conftest import XSS, XSS_ESCAPED
 from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
 
 from django_workers import admin as workers_admin
 from django_workers.models import Execution, ExecutionStatus, Node
+from tests.admin.conftest import XSS, XSS_ESCAPED
 
 pytestmark = pytest.mark.django_db
 

@@ -26,3 +26,14 @@ else:
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": "/nonexistent-directory/for-django-workers-tests/db.sqlite3",
     }
+
+
+class KeepModelsOffTheUnreachableDatabase:
+    """No model lives on ``unreachable``: system checks that query each database (Django 6.1's
+    JSONField check, run by every command's checks) leave it alone, as they would a replica."""
+
+    def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
+        return False if db == "unreachable" else None
+
+
+DATABASE_ROUTERS = [f"{__name__}.KeepModelsOffTheUnreachableDatabase"]

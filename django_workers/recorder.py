@@ -107,16 +107,6 @@ _REPORTED: Final = frozenset(typing.get_args(ReportedEvent))
 #: Their level as stored: the level the logging listener logs them at (INFO, WARNING, ERROR).
 _EVENT_LEVELS: Final = {kind: logging.getLevelName(_LOG_LEVELS.get(kind, logging.INFO)) for kind in _REPORTED}
 _OPEN: Final = (ExecutionStatus.RUNNING.value, ExecutionStatus.DEFERRED.value)
-_EXECUTION_UPDATE_FIELDS: Final = (
-    "attempt",
-    "max_attempts",
-    "status",
-    "started_at",
-    "finished_at",
-    "duration",
-    "error",
-    "traceback",
-)
 
 
 #: An event row: node id, execution id (None for node-level events), timestamp, level, message.
@@ -137,6 +127,10 @@ _EXECUTION_COLUMNS: Final = (
     "error",
     "traceback",
     "created_at",
+)
+#: What an upsert of an attempt's row updates: everything but its identity and creation.
+_EXECUTION_UPDATE_FIELDS: Final = tuple(
+    name for name in _EXECUTION_COLUMNS if name not in ("id", "node", "worker", "created_at")
 )
 
 

@@ -72,6 +72,26 @@ def test_workers_left_running_at_the_stop_timeout_exit_3_with_their_stack(start:
     assert "1 worker(s) did not stop within 0.5 seconds: stuck; exiting with status 3" in log
 
 
+def test_one_request_delivered_twice_counts_once_and_a_later_signal_forces() -> None:
+    """``timeout`` and process managers signal the process and then its process group: when the
+    second copy lands before the main thread acts (observed with ``timeout -s INT``), it must not
+    count as a second, forcing, signal. Driven through the handler, deterministically."""
+    from django_workers.management.commands.runworkers import _Wakeup
+
+    wake = _Wakeup()
+    try:
+        wake._on_signal(signal.SIGINT, None)
+        wake._on_signal(signal.SIGINT, None)  # the copy sent to the process group
+        assert wake.stop_requests == 2
+        assert wake.forcing_signal() == signal.SIGINT  # before the main thread acted: as before
+        wake.acknowledge()  # the main thread begins the graceful stop
+        assert wake.forcing_signal() is None
+        wake._on_signal(signal.SIGTERM, None)  # a real second request
+        assert wake.forcing_signal() == signal.SIGTERM
+    finally:
+        wake.close()
+
+
 @pytest.mark.parametrize(
     ("first", "second", "status"),
     [

@@ -91,6 +91,8 @@ class _Wakeup:
         self.parent_gone = False
         #: A watched file changed (``--reload``).
         self.reload = False
+        #: How many signals (received, relayed) the main thread took as the first stop request.
+        self._acknowledged = (1, 1)
 
     def notify(self) -> None:
         """Wake the main thread (from any thread, or a signal handler)."""
@@ -138,11 +140,20 @@ class _Wakeup:
                 return f"received {signal.Signals(received[0]).name}"
         return "the reloader process exited" if self.parent_gone else "a file changed"
 
+    def acknowledge(self) -> None:
+        """The main thread acts on the stop request: the signals so far count as that one request.
+
+        One request can arrive as several signals: ``timeout`` or a process manager that signals
+        the process and then its process group, a Ctrl-C that reaches the ``--reload`` parent
+        too. Only a signal that arrives after the graceful stop began forces the exit.
+        """
+        self._acknowledged = (max(1, len(self.signals)), max(1, len(self.relayed)))
+
     def forcing_signal(self) -> int | None:
         """The signal that made a second stop request, if any."""
-        for received in (self.signals, self.relayed):
-            if len(received) >= 2:
-                return received[1]
+        for received, acknowledged in zip((self.signals, self.relayed), self._acknowledged, strict=True):
+            if len(received) > acknowledged:
+                return received[acknowledged]
         return None
 
     def close(self) -> None:
@@ -487,6 +498,7 @@ class Command(BaseCommand):
                 self._log_idle(finished)
 
         if wake.stop_requests:
+            wake.acknowledge()
             logger.info(
                 "%s: stopping %d worker(s) gracefully within %s (a second SIGTERM or SIGINT forces the exit)",
                 wake.first_request(),

@@ -26,7 +26,7 @@ import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 from django.conf import settings
@@ -703,30 +703,18 @@ class _Validator:
         if not isinstance(value, str):
             self.wrong_type(where, value, "a dotted path (str) of a function returning a TracerProvider", example)
             return None
-        module_path, _, attribute = value.rpartition(".")
-        if not module_path or not all(part.isidentifier() for part in value.split(".")):
-            self.error(
-                E_TRACER_PROVIDER_NOT_FOUND,
-                f"{where} is {value!r}, which is not a dotted path 'module.function'.",
-                f"Write the import path of a zero-argument function returning a TracerProvider, e.g. {example}.",
-            )
+        imported = self.import_module_of(
+            where,
+            value,
+            shape="'module.function'",
+            shape_hint=f"Write the import path of a zero-argument function returning a TracerProvider, e.g. {example}.",
+            not_found=E_TRACER_PROVIDER_NOT_FOUND,
+            not_found_hint="Check the spelling of the module path, and that its package is installed and importable.",
+            import_failed=E_TRACER_PROVIDER_NOT_FOUND,
+        )
+        if imported is None:
             return None
-        try:
-            module = importlib.import_module(module_path)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or ""
-            if missing and (module_path == missing or module_path.startswith(missing + ".")):
-                self.error(
-                    E_TRACER_PROVIDER_NOT_FOUND,
-                    f"{where} is {value!r}, but there is no module named {missing!r}.",
-                    "Check the spelling of the module path, and that its package is installed and importable.",
-                )
-            else:
-                self.tracer_provider_import_failed(where, value, module_path, exc)
-            return None
-        except (Exception, SystemExit) as exc:
-            self.tracer_provider_import_failed(where, value, module_path, exc)
-            return None
+        module, module_path, attribute = imported
         factory = getattr(module, attribute, _MISSING)
         if factory is _MISSING:
             candidates = [name for name, item in vars(module).items() if callable(item) and not name.startswith("_")]
@@ -744,13 +732,6 @@ class _Validator:
             )
             return None
         return value
-
-    def tracer_provider_import_failed(self, where: str, path: str, module_path: str, exc: BaseException) -> None:
-        self.error(
-            E_TRACER_PROVIDER_NOT_FOUND,
-            f"{where} is {path!r}, but importing module {module_path!r} raised {_describe_exception(exc)}.",
-            f"Fix the error in the module; `python -c 'import {module_path}'` shows the whole traceback.",
-        )
 
     def optional_dependencies(self, metrics: MetricsSettings | None, tracing: TracingSettings | None) -> None:
         """Warn when metrics or tracing are enabled but their package is missing (they are then off)."""
@@ -902,32 +883,19 @@ class _Validator:
 
     def worker_class(self, where: str, path: str) -> type[Worker] | None:
         """Import ``path``; one message saying precisely what is wrong when it is not a Worker class."""
-        example = "'myapp.workers.MyWorker'"
-        module_path, _, attribute = path.rpartition(".")
-        if not module_path or not all(part.isidentifier() for part in path.split(".")):
-            self.error(
-                E_MODULE_NOT_FOUND,
-                f"{where} is {path!r}, which is not a dotted path 'module.ClassName'.",
-                f"Write the full import path of a Worker subclass, e.g. {example}.",
-            )
+        imported = self.import_module_of(
+            where,
+            path,
+            shape="'module.ClassName'",
+            shape_hint="Write the full import path of a Worker subclass, e.g. 'myapp.workers.MyWorker'.",
+            not_found=E_MODULE_NOT_FOUND,
+            not_found_hint="Check the spelling of the module path, and that its package is installed and importable "
+            "(on sys.path).",
+            import_failed=E_IMPORT_FAILED,
+        )
+        if imported is None:
             return None
-        try:
-            module = importlib.import_module(module_path)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or ""
-            if missing and (module_path == missing or module_path.startswith(missing + ".")):
-                self.error(
-                    E_MODULE_NOT_FOUND,
-                    f"{where} is {path!r}, but there is no module named {missing!r}.",
-                    "Check the spelling of the module path, and that its package is installed and importable "
-                    "(on sys.path).",
-                )
-                return None
-            self.import_failed(where, path, module_path, exc)
-            return None
-        except (Exception, SystemExit) as exc:
-            self.import_failed(where, path, module_path, exc)
-            return None
+        module, module_path, attribute = imported
         try:
             worker_class = getattr(module, attribute)
         except Exception:
@@ -979,12 +947,43 @@ class _Validator:
             return None
         return worker_class
 
-    def import_failed(self, where: str, path: str, module_path: str, exc: BaseException) -> None:
+    def import_module_of(
+        self,
+        where: str,
+        path: str,
+        *,
+        shape: str,
+        shape_hint: str,
+        not_found: str,
+        not_found_hint: str,
+        import_failed: str,
+    ) -> tuple[ModuleType, str, str] | None:
+        """Import the module of the dotted ``path``: (module, module path, attribute name).
+
+        ``None`` after one message saying precisely what is wrong: not a dotted path, no such
+        module (``not_found``), or the module raised while being imported (``import_failed``,
+        with the exception; a missing dependency inside it is that, not ``not_found``).
+        """
+        module_path, _, attribute = path.rpartition(".")
+        if not module_path or not all(part.isidentifier() for part in path.split(".")):
+            self.error(not_found, f"{where} is {path!r}, which is not a dotted path {shape}.", shape_hint)
+            return None
+        try:
+            return importlib.import_module(module_path), module_path, attribute
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing and (module_path == missing or module_path.startswith(missing + ".")):
+                self.error(not_found, f"{where} is {path!r}, but there is no module named {missing!r}.", not_found_hint)
+                return None
+            failure: BaseException = exc
+        except (Exception, SystemExit) as exc:
+            failure = exc
         self.error(
-            E_IMPORT_FAILED,
-            f"{where} is {path!r}, but importing module {module_path!r} raised {_describe_exception(exc)}.",
+            import_failed,
+            f"{where} is {path!r}, but importing module {module_path!r} raised {_describe_exception(failure)}.",
             f"Fix the error in the module; `python -c 'import {module_path}'` shows the whole traceback.",
         )
+        return None
 
     def worker_name(self, where: str, path: str, worker_class: type[Worker], options: Mapping[str, Any]) -> str | None:
         """Instantiate the class with its OPTIONS (as the pool will) and read its name."""

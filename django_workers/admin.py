@@ -527,26 +527,7 @@ class ExecutionAdmin(_ReadOnlyAdmin):
     # Newest first through the created_at index; sorting a million rows by another column is a full sort.
     ordering = ("-created_at",)
     sortable_by = ()
-    fieldsets = (
-        (
-            None,
-            {
-                "fields": (
-                    "id",
-                    "worker",
-                    "status_display",
-                    "attempt_display",
-                    "node",
-                    "created_at",
-                    "started_at",
-                    "finished_at",
-                    "duration_display",
-                )
-            },
-        ),
-        (_("Error"), {"fields": ("error", "traceback_display")}),
-    )
-    readonly_fields = (
+    _summary_fields = (
         "id",
         "worker",
         "status_display",
@@ -556,9 +537,11 @@ class ExecutionAdmin(_ReadOnlyAdmin):
         "started_at",
         "finished_at",
         "duration_display",
-        "error",
-        "traceback_display",
     )
+    _error_fields = ("error", "traceback_display")
+    fieldsets = ((None, {"fields": _summary_fields}), (_("Error"), {"fields": _error_fields}))
+    # Everything shown is read-only.
+    readonly_fields = (*_summary_fields, *_error_fields)
     inlines = (ExecutionEventsInline,)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:

@@ -52,6 +52,9 @@ class LoggingListener:
     stack of the worker that did not return.
     """
 
+    #: The events it logs (the pool calls it for these only; not WorkerFinished, say).
+    event_types = frozenset(EVENT_LEVELS)
+
     def __init__(self, logger: logging.Logger = logger) -> None:
         self.logger = logger
 

@@ -45,7 +45,7 @@ import time
 import weakref
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 try:
     from prometheus_client import Counter, Gauge, Histogram
@@ -136,6 +136,9 @@ class WorkerMetrics:
     Nothing is exported until :meth:`register` adds it to a registry. ``namespace`` and
     ``subsystem`` prefix every metric name; an invalid one raises ``ValueError``.
     """
+
+    #: The events it counts: the pool calls it for these only (set below, from _HANDLERS).
+    event_types: ClassVar[frozenset[type]]
 
     def __init__(self, namespace: str = "", subsystem: str = "") -> None:
         self.namespace = _prefix("namespace", namespace)
@@ -310,3 +313,4 @@ _HANDLERS: dict[type, Callable[[WorkerMetrics, Any], None]] = {
     WorkerRestarting: WorkerMetrics._restarting,
     WorkerFinished: WorkerMetrics._finished,
 }
+WorkerMetrics.event_types = frozenset(_HANDLERS)

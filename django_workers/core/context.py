@@ -6,12 +6,13 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Coroutine, MutableMapping
 from time import monotonic
 from typing import Any, Protocol
 
 __all__ = [
     "LOGGER_NAME",
+    "StopSignal",
     "WorkerContext",
     "WorkerLoggerAdapter",
     "ctx_logger",
@@ -31,6 +32,67 @@ class _Heart(Protocol):
     last_beat: float
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class StopSignal:
+    """The pool's stop, as the tasks on its event loop wait for it without being cancelled.
+
+    :meth:`wait` returns True as soon as :meth:`set` is called. ``ctx.until_cancelled()`` and the
+    pool's own deferral and backoff waits use it: ``stop()`` wakes a worker's task waiting there
+    instead of cancelling it. Both methods run on the loop's thread (the pool calls :meth:`set`
+    from a loop callback).
+    """
+
+    __slots__ = ("_cancel", "_waiters", "is_set", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cancel: threading.Event) -> None:
+        self.loop = loop
+        #: The pool's stop flag, set (by ``stop()``, in its thread) before this signal.
+        self._cancel = cancel
+        self.is_set = False
+        #: Each waiter, with the task that waits on it (a dict: woken in the order they came).
+        self._waiters: dict[asyncio.Future[None], asyncio.Task[Any] | None] = {}
+
+    def set(self) -> set[asyncio.Task[Any]]:
+        """Wake every waiter, now and for good (later waits return at once).
+
+        Returns the tasks it woke: they will see the stop, they need no cancellation.
+        """
+        self.is_set = True
+        waiters, self._waiters = self._waiters, {}
+        woken = set()
+        for waiter, task in waiters.items():
+            if not waiter.done():
+                waiter.set_result(None)
+                if task is not None:
+                    woken.add(task)
+        return woken
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the signal is set (True) or ``timeout`` seconds have passed (False)."""
+        if self.is_set:
+            return True
+        loop = self.loop
+        waiter = loop.create_future()
+        self._waiters[waiter] = asyncio.current_task(loop)
+        timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        except BaseException:  # cancelled: forget the waiter
+            self._waiters.pop(waiter, None)
+            if timer is not None:
+                timer.cancel()
+            raise
+        if timer is not None:  # woken by set() (which forgot every waiter) or by the timer
+            timer.cancel()
+            self._waiters.pop(waiter, None)
+        # The pool's stop flag is set before the signal: a timer that fires in between is a stop too.
+        return self.is_set or self._cancel.is_set()
+
+
 class WorkerLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Adds ``worker`` and ``workerExecutionID`` to every record it emits."""
 
@@ -45,13 +107,14 @@ class WorkerContext:
     """The context of one execution attempt, passed to ``Worker.run(ctx)``.
 
     ``cancelled`` becomes True when the pool stops; ``sleep``/``asleep`` wait interruptibly and
-    return True at once when cancelled.
+    return True at once when cancelled; async workers can also ``await ctx.until_cancelled()``.
     """
 
     __slots__ = (
         "_cancel",
         "_heart",
         "_logger",
+        "_signal",
         "attempt",
         "execution_id",
         "extensions",
@@ -68,6 +131,7 @@ class WorkerContext:
         cancel: threading.Event,
         extensions: dict[str, Any] | None = None,
         heart: _Heart | None = None,
+        signal: StopSignal | None = None,
     ) -> None:
         self.worker_name = worker_name
         self.execution_id = execution_id
@@ -75,6 +139,7 @@ class WorkerContext:
         self.max_attempts = max_attempts
         self._cancel = cancel
         self._heart = heart
+        self._signal = signal
         self._logger: WorkerLoggerAdapter | None = None
         #: Objects that extensions attach to an attempt (the tracer provider, say).
         self.extensions: dict[str, Any] = extensions if extensions is not None else {}
@@ -93,12 +158,35 @@ class WorkerContext:
 
         Returns True at once if already cancelled. When the pool stops it also cancels the
         worker's task, so a pending ``asleep`` raises ``asyncio.CancelledError``; the pool counts
-        a worker that ends that way as a success.
+        a worker that ends that way as a success. To be woken without a cancellation, await
+        :meth:`until_cancelled`.
         """
         if self._cancel.is_set():
             return True
         await asyncio.sleep(max(0.0, seconds))
         return self._cancel.is_set()
+
+    def until_cancelled(self) -> Coroutine[Any, Any, bool]:
+        """Wait until the pool stops: ``await ctx.until_cancelled()`` (True). For async workers.
+
+        The asynchronous ``<-ctx.Done()``, and the graceful way for an async worker to stop:
+        ``stop()`` cancels the task of every async worker, except one awaiting this, which
+        returns True instead. The worker then winds down as it likes (awaits included) and
+        returns; like a sync worker, one that does not return within stop's deadline is reported.
+        Returns at once after a stop. Raises ``RuntimeError`` outside the pool's event loop (in
+        a sync worker, use ``ctx.sleep()`` or ``ctx.cancelled``).
+        """
+        signal = self._signal
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if signal is None or signal.loop is not loop:
+            raise RuntimeError(
+                "ctx.until_cancelled() waits on the pool's event loop, so it works in async workers "
+                "(async def run) only; in a sync worker, use ctx.sleep(seconds) or ctx.cancelled"
+            )
+        return signal.wait()
 
     def heartbeat(self) -> None:
         """Tell the pool this worker is alive (cheap: one clock read).

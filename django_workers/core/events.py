@@ -6,6 +6,10 @@ sync worker's attempts, the pool's event-loop thread for an async worker's, the 
 ``stop()`` for pool events and stop time-outs. A listener must be quick and must not block (hand
 slow work to a queue); an exception it raises is logged and otherwise ignored.
 
+A listener that handles some events only can say which in an ``event_types`` attribute (a
+collection of the event classes below, or of their unions): the pool then calls it for those only,
+and does not even build an event that no listener handles. Without it, a listener gets them all.
+
 Events are immutable named tuples (they are built on every attempt, so they must be cheap).
 Dispatch on their type (``match event: case AttemptFailed(): ...``); the unions
 ``WorkerEvent``, ``ReportedEvent``, ``PoolEvent`` and ``LifecycleEvent`` work with ``isinstance``.
@@ -16,12 +20,14 @@ unlimited); a reported event also has ``record`` (the line it added to the execu
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from types import UnionType
+from typing import NamedTuple, get_args
 
 from .execution import Failure, WorkerExecutionEvent, WorkerStatus
 
 __all__ = [
+    "EVENT_TYPES",
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
@@ -39,6 +45,7 @@ __all__ = [
     "WorkerRestarting",
     "WorkerSilent",
     "WorkerStopTimedOut",
+    "listener_event_types",
 ]
 
 
@@ -185,3 +192,45 @@ ReportedEvent = (
 WorkerEvent = ReportedEvent | WorkerFinished
 LifecycleEvent = PoolEvent | WorkerEvent
 Listener = Callable[[LifecycleEvent], None]
+
+#: Every event class, in the order of the unions above.
+EVENT_TYPES: tuple[type[LifecycleEvent], ...] = (
+    PoolStarted,
+    PoolStopping,
+    PoolStopped,
+    WorkerDeferred,
+    AttemptStarted,
+    AttemptSucceeded,
+    AttemptFailed,
+    WorkerRestarting,
+    AttemptsExhausted,
+    WorkerSilent,
+    WorkerStopTimedOut,
+    WorkerFinished,
+)
+
+
+def listener_event_types(listener: Listener) -> frozenset[type[LifecycleEvent]]:
+    """The event classes ``listener`` handles: its ``event_types`` attribute, unions expanded.
+
+    All of them when it has none; ``TypeError`` when it names anything but event classes.
+    """
+    declared = getattr(listener, "event_types", None)
+    if declared is None:
+        return frozenset(EVENT_TYPES)
+    if isinstance(declared, str | bytes | type) or not isinstance(declared, Iterable):
+        raise TypeError(
+            f"{listener!r}: event_types must be a collection of event classes (e.g. {{AttemptFailed}}), "
+            f"got {declared!r}"
+        )
+    types: set[type[LifecycleEvent]] = set()
+    for item in declared:
+        expanded = get_args(item) if isinstance(item, UnionType) else (item,)
+        for event_type in expanded:
+            if event_type not in EVENT_TYPES:
+                raise TypeError(
+                    f"{listener!r}: event_types names {event_type!r}, which is not a lifecycle event class; "
+                    f"the classes are {', '.join(t.__name__ for t in EVENT_TYPES)} (django_workers.core.events)"
+                )
+            types.add(event_type)
+    return frozenset(types)

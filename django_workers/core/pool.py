@@ -16,8 +16,8 @@ from types import TracebackType
 from typing import Any
 
 from .backoff import Backoff
-from .context import LOGGER_NAME
-from .events import LifecycleEvent, Listener, PoolStarted, PoolStopped, PoolStopping
+from .context import LOGGER_NAME, StopSignal
+from .events import EVENT_TYPES, LifecycleEvent, Listener, PoolStarted, PoolStopped, PoolStopping, listener_event_types
 from .execution import WorkerExecution
 from .supervisor import AttemptHook, Supervisor, uuid4_batch
 from .worker import Worker, worker_name
@@ -96,7 +96,14 @@ class WorkerPool:
         if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
             raise ValueError(f"history_size must be an int >= 1 (events kept per worker), got {history_size!r}")
         self.history_size = history_size
+        self._lock = threading.RLock()
+        #: Guards the execution reports of all the pool's workers (see Supervisor). One lock, not
+        #: one per worker: its critical sections are a few stores, and a lock that stays in the
+        #: CPU cache is cheaper to take than ten thousand that do not.
+        self._state_lock = threading.Lock()
         self._listeners: list[Listener] = []
+        #: The listeners of each event class, in subscription order (see add_listener).
+        self._routes: dict[type, tuple[Listener, ...]] = dict.fromkeys(EVENT_TYPES, ())
         for listener in listeners:
             self.add_listener(listener)
         #: Shared, read-only objects that every WorkerContext exposes as ``ctx.extensions``.
@@ -105,7 +112,6 @@ class WorkerPool:
         for hook in self._attempt_hooks:
             if not callable(hook):
                 raise TypeError(f"attempt hooks must be callables returning a context manager, got {hook!r}")
-        self._lock = threading.RLock()
         #: The stop signal shared by every worker (``ctx.cancelled``, ``ctx.sleep``, waits).
         self._cancel = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -115,6 +121,8 @@ class WorkerPool:
         self._stopping = False
         self._base_context: contextvars.Context | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The stop signal as async workers wait for it on the loop (exists with the loop).
+        self._signal: StopSignal | None = None
         self._loop_thread: threading.Thread | None = None
         self._loop_closing = False
         self._running = 0
@@ -123,10 +131,19 @@ class WorkerPool:
     # -- configuration ------------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
-        """Subscribe a callable to the pool's lifecycle events."""
+        """Subscribe a callable to the pool's lifecycle events.
+
+        All of them, or those of the classes in its ``event_types`` attribute, if it has one
+        (see :mod:`django_workers.core.events`).
+        """
         if not callable(listener):
             raise TypeError(f"a listener must be a callable taking one event, got {listener!r}")
-        self._listeners.append(listener)
+        event_types = listener_event_types(listener)
+        with self._lock:
+            self._listeners.append(listener)
+            # Replaced, not mutated: a publishing thread iterates the tuple it read, undisturbed.
+            for event_type in event_types:
+                self._routes[event_type] += (listener,)
 
     def register(
         self,
@@ -207,6 +224,11 @@ class WorkerPool:
         return supervisor.snapshot()
 
     @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """The subscribed listeners, in subscription order."""
+        return tuple(self._listeners)
+
+    @property
     def started(self) -> bool:
         """True once ``start()`` was called."""
         return self._started
@@ -230,9 +252,10 @@ class WorkerPool:
             self._started = True
             self._base_context = contextvars.copy_context()
             supervisors = list(self._supervisors.values())
+            names = tuple(self._supervisors)
             self._running += len(supervisors)
         # Outside the lock: listeners never run under it.
-        self._publish(PoolStarted(tuple(s.name for s in supervisors)))
+        self._publish(PoolStarted(names))
         self._launch(supervisors)
 
     def _launch(self, supervisors: Sequence[Supervisor]) -> None:
@@ -240,8 +263,11 @@ class WorkerPool:
         assert self._base_context is not None
         base = self._base_context
         async_ones: list[Supervisor] = []
+        watched = False
         for supervisor, execution_id in zip(supervisors, uuid4_batch(len(supervisors)), strict=True):
             supervisor.prepare(execution_id)
+            if supervisor.max_silence is not None:
+                watched = True
             if supervisor.is_async:
                 async_ones.append(supervisor)
                 continue
@@ -257,7 +283,7 @@ class WorkerPool:
             with self._lock:
                 loop = self._ensure_loop()
             loop.call_soon_threadsafe(self._create_tasks, async_ones)
-        if any(s.max_silence is not None for s in supervisors):
+        if watched:
             with self._lock:
                 if self._watchdog is None and not self._stopping:
                     self._watchdog = threading.Thread(target=self._watch, name="worker-pool:watchdog", daemon=True)
@@ -298,7 +324,7 @@ class WorkerPool:
                     asyncio.set_event_loop(None)
 
             thread = threading.Thread(target=run, name="worker-pool:event-loop", daemon=True)
-            self._loop, self._loop_thread = loop, thread
+            self._loop, self._loop_thread, self._signal = loop, thread, StopSignal(loop, self._cancel)
             thread.start()
             ready.wait()
         return self._loop
@@ -313,16 +339,20 @@ class WorkerPool:
             )
 
     def _cancel_tasks(self) -> None:
-        # Runs on the loop thread.
+        # Runs on the loop thread. First the signal: a task waiting in ctx.until_cancelled() or in
+        # the pool's own deferral and backoff waits is woken, and sees the stop by itself. Every
+        # other task is cancelled: its worker sees CancelledError where it awaits.
         # A task that has not started yet is left alone: it will see the stop signal and end
         # without an attempt (a task cancelled before its first step would never run at all).
+        assert self._signal is not None
+        woken = self._signal.set()
         for supervisor in list(self._supervisors.values()):
             task = supervisor.task
-            if task is not None and supervisor.task_started and not task.done():
+            if task is not None and supervisor.task_started and not task.done() and task not in woken:
                 task.cancel()
 
     def _worker_finished(self, supervisor: Supervisor) -> None:
-        with self._idle:
+        with self._lock:  # the lock of the _idle condition (a cheaper way in than the condition's)
             supervisor.done = True
             self._running -= 1
             if self._running <= 1:  # 1: stop() called by the last worker running waits for the others
@@ -356,7 +386,7 @@ class WorkerPool:
             first_call = not self._stopping
             self._stopping = True
             supervisors = list(self._supervisors.values())
-        names = tuple(s.name for s in supervisors)
+            names = tuple(self._supervisors)
         if first_call:
             self._publish(PoolStopping(names, timeout))
             self._cancel.set()
@@ -364,24 +394,28 @@ class WorkerPool:
             for supervisor in supervisors:
                 if supervisor.attempt_cancel is not None:
                     supervisor.attempt_cancel.set()
-            if self._loop is not None and any(s.is_async for s in supervisors):
+            if self._loop is not None:  # async workers were launched
                 with contextlib.suppress(RuntimeError):  # the loop was closed by an earlier stop
                     self._loop.call_soon_threadsafe(self._cancel_tasks)
         current = threading.current_thread()
-        # A worker calling stop() cannot wait for itself.
+        # A worker calling stop() (or a listener, in its thread) cannot wait for itself.
         others = [s for s in supervisors if s.thread is not current]
+        own = len(supervisors) - len(others)
         with self._idle:
-            self._idle.wait_for(lambda: all(s.done for s in others), max(0.0, deadline - time.monotonic()))
+            # Every launched worker is counted in _running until it is done: the others are all
+            # done when the count is down to this thread's own worker, if any.
+            self._idle.wait_for(lambda: self._running <= own, max(0.0, deadline - time.monotonic()))
+            everyone_done = self._running <= own
         for supervisor in others:
             if supervisor.thread is not None and supervisor.done:
                 supervisor.thread.join(max(0.0, deadline - time.monotonic()))
-        not_stopped = [s for s in others if not s.done]
+        not_stopped = [] if everyone_done else [s for s in others if not s.done]
         if not_stopped:
             frames = sys._current_frames()
             for supervisor in not_stopped:
                 if not supervisor.timed_out:
                     supervisor.time_out(timeout, self._stack_of(supervisor, frames))
-        if all(s.done for s in supervisors if s.is_async):
+        if not any(s.is_async for s in not_stopped):
             self._close_loop(deadline)
         if self._watchdog is not None and self._watchdog is not current:
             self._watchdog.join(max(0.0, deadline - time.monotonic()))
@@ -414,7 +448,7 @@ class WorkerPool:
             loop.close()
 
     def _publish(self, event: LifecycleEvent) -> None:
-        for listener in self._listeners:
+        for listener in self._routes[type(event)]:
             try:
                 listener(event)
             except Exception:

@@ -1,10 +1,11 @@
 """Supervision of one worker: its state, its restart policy, and the two drivers that run it.
 
-The whole policy (deferral, attempts, restarts, backoff, stop) is written once, in
-:meth:`Supervisor.lifecycle`, as a generator of commands: ``RUN`` (run one attempt, send back
-the exception it raised or ``None``) or a number of seconds (wait interruptibly, send back True
-when cancelled). :meth:`Supervisor.drive_sync` executes those commands in a thread,
-:meth:`Supervisor.drive_async` as a task on the pool's event loop.
+The policy (attempts, restarts, backoff, stop) is written once, in two methods:
+:meth:`Supervisor.begin_attempt` starts an attempt unless the pool is stopping, and
+:meth:`Supervisor.end_attempt` records how it ended and decides what follows (nothing, or a
+restart after a backoff delay). :meth:`Supervisor.drive_sync` calls them from the worker's thread,
+:meth:`Supervisor.drive_async` from its task on the pool's event loop; the drivers only run the
+attempts and wait (interruptibly) for the deferral and the backoff delays.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
 from .context import LOGGER_NAME, WorkerContext, _current
@@ -42,7 +43,7 @@ from .worker import Worker, is_async_worker
 if TYPE_CHECKING:
     from .pool import WorkerPool
 
-__all__ = ["RUN", "AttemptHook", "Supervisor"]
+__all__ = ["AttemptHook", "Supervisor"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -51,21 +52,14 @@ logger = logging.getLogger(LOGGER_NAME)
 AttemptHook = Callable[[WorkerContext], AbstractContextManager[Any]]
 
 
-class _Run:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "RUN"
-
-
-RUN: Final = _Run()
-
-Command = _Run | float
-Lifecycle = Generator[Command, Any, None]
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# Records and events are named tuples built with tuple.__new__ on the attempt path: the generated
+# __new__ costs three times as much. _clock(UTC) is datetime.now(UTC) without the attribute lookup.
+_new = tuple.__new__
+_clock = datetime.now
 
 
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
@@ -77,14 +71,48 @@ def uuid4(_urandom: Callable[[int], bytes] = os.urandom, _variant: dict[str, str
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_variant[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-def uuid4_batch(count: int, _variant: dict[str, str] = _VARIANT) -> list[str]:
-    """``count`` random (version 4) UUID strings from one ``os.urandom`` call."""
-    pool = os.urandom(16 * count).hex()
-    ids = []
-    for start in range(0, 32 * count, 32):
-        h = pool[start : start + 32]
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_variant[h[16]]}{h[17:20]}-{h[20:]}")
-    return ids
+# uuid4_batch builds all the strings in one bytearray, 37 bytes each ("8-4-4-4-12" and a newline):
+# every hex digit position is filled for all ids at once by one strided slice assignment.
+# (source index in the 32 hex digits, target index in the 37 bytes); 12 is the version digit,
+# 16 the variant digit, both written separately.
+_DIGITS = [(i, i + (i >= 8) + (i >= 12) + (i >= 16) + (i >= 20)) for i in range(32) if i not in (12, 16)]
+_VARIANT_DIGIT = bytes(ord(_VARIANT[chr(c)]) if chr(c) in _VARIANT else 0 for c in range(256))
+
+
+def uuid4_batch(count: int) -> list[str]:
+    """``count`` random (version 4) UUID strings: ``[uuid4() for _ in range(count)]``, faster.
+
+    From 16 ids on they come from one ``os.urandom`` call, at about a third of the per-id cost.
+    """
+    if count < 16:  # below this, the per-id path is cheaper than the slicing set-up
+        return [uuid4() for _ in range(count)]
+    digits = os.urandom(16 * count).hex().encode("ascii")
+    out = bytearray(37 * count)
+    for source, target in _DIGITS:
+        out[target::37] = digits[source::32]
+    dashes = b"-" * count
+    out[8::37] = out[13::37] = out[18::37] = out[23::37] = dashes
+    out[14::37] = b"4" * count
+    out[19::37] = digits[16::32].translate(_VARIANT_DIGIT)
+    out[36::37] = b"\n" * count
+    return out.decode("ascii").split()
+
+
+#: Execution ids made in advance, a batch at a time (in a batch, an id costs a third as much).
+#: ``popleft`` and ``extend`` are atomic: worker threads share the deque without a lock. A forked
+#: child empties it: it must not reuse ids its parent may already have given out.
+_spare_ids: deque[str] = deque()
+_SPARE_BATCH = 256
+os.register_at_fork(after_in_child=_spare_ids.clear)
+
+
+def new_execution_id() -> str:
+    """A fresh random (version 4) UUID string for an attempt: ``uuid4()``, mostly from a batch."""
+    try:
+        return _spare_ids.popleft()
+    except IndexError:
+        _spare_ids.extend(uuid4_batch(_SPARE_BATCH))
+        return uuid4()
 
 
 DEFERRED, RUNNING, SUCCESS, ERROR = (
@@ -102,7 +130,8 @@ def _of(max_attempts: int) -> str:
 class Supervisor:
     """Runs one worker under the pool's policy and keeps its execution report.
 
-    All mutable state is guarded by ``_lock``; readers get :class:`WorkerExecution` snapshots.
+    All mutable state is guarded by ``_lock`` (the pool's state lock, shared by its workers);
+    readers get :class:`WorkerExecution` snapshots.
     """
 
     __slots__ = (
@@ -111,8 +140,10 @@ class Supervisor:
         "_execution_id",
         "_failure",
         "_lock",
+        "_of",
         "_status",
         "attempt_cancel",
+        "began",
         "cancel",
         "deferred_start_threshold",
         "done",
@@ -124,6 +155,7 @@ class Supervisor:
         "pool",
         "restart_backoff",
         "restart_on_silence",
+        "restarts",
         "silenced",
         "task",
         "task_started",
@@ -159,12 +191,17 @@ class Supervisor:
         self.task: asyncio.Task[None] | None = None
         self.task_started = False
         self.timed_out = False
-        self._lock = threading.Lock()
+        self._lock = pool._state_lock
         self._status = WorkerStatus.UNKNOWN
         self._execution_id = ""
         self._attempt = 0
         self._events: deque[WorkerExecutionEvent] = deque(maxlen=history_size)
         self._failure: Failure | None = None
+        #: The denominator of "attempt n/m" messages.
+        self._of = _of(max_executions_attempts)
+        #: Restarts so far (the backoff's n), and when the running attempt began (monotonic).
+        self.restarts = 0
+        self.began = 0.0
         #: Hang detection (see WorkerPool.register): the monotonic time of the last sign of life
         #: of the running attempt, the attempt found silent (0: none), and the running attempt's
         #: own stop signal (only when a silent attempt is to be cancelled).
@@ -228,7 +265,7 @@ class Supervisor:
             record = WorkerExecutionEvent(self._execution_id, f"no heartbeat for {max_silence:g} seconds", _now())
             self._events.append(record)
         restarting = self.restart_on_silence and not self.cancel.is_set()
-        if self.pool._listeners:
+        if self.pool._routes[WorkerSilent]:
             self._publish(
                 WorkerSilent(
                     self.name,
@@ -281,126 +318,147 @@ class Supervisor:
         Called by ``start()`` in the caller's thread, before the worker's thread or task exists,
         so both are there as soon as ``start()`` returns.
         """
-        delay = self.deferred_start_threshold
         self._execution_id = execution_id
-        if delay > 0:
+        if self.deferred_start_threshold:
+            delay = self.deferred_start_threshold
             record = WorkerExecutionEvent(execution_id, f"deferring execution attempt for {delay:g} seconds", _now())
             with self._lock:
                 self._status = DEFERRED
                 self._events.append(record)
-            if self.pool._listeners:
+            if self.pool._routes[WorkerDeferred]:
                 self._publish(
                     WorkerDeferred(self.name, execution_id, 0, self.max_executions_attempts, record, DEFERRED, delay)
                 )
 
-    def lifecycle(self) -> Lifecycle:
-        """The supervision policy of this worker, as a generator of commands (see module doc)."""
-        name, maximum, lock, events, cancel = (
-            self.name,
-            self.max_executions_attempts,
-            self._lock,
-            self._events,
-            self.cancel,
+    def begin_attempt(self) -> WorkerContext | None:
+        """Start the next attempt unless the pool is stopping: give it its id, record, publish.
+
+        Returns the attempt's context, or None once ``stop()`` was called: nothing starts or
+        restarts after that.
+        """
+        cancel = self.cancel
+        if cancel.is_set():
+            return None
+        pool = self.pool
+        attempt = self._attempt + 1
+        # The first attempt's id was given by prepare(); every further attempt gets a new one.
+        execution_id = self._execution_id if attempt == 1 else new_execution_id()
+        record = _new(
+            WorkerExecutionEvent, (execution_id, f"starting execution attempt {attempt}/{self._of}", _clock(UTC))
         )
-        listeners = self.pool._listeners
-        publish = self.pool._publish
-        of = _of(maximum)
-        # Records and events are named tuples built with tuple.__new__: this runs on every
-        # attempt, and the generated __new__ costs three times as much.
-        _new = tuple.__new__
-        now = datetime.now
-        if self.deferred_start_threshold > 0 and (yield self.deferred_start_threshold):
-            return  # stopped while deferred: never starts
-        restarts = 0
-        attempt = 0
-        execution_id = self._execution_id
-        while not cancel.is_set():
-            attempt += 1
-            if attempt > 1:
-                execution_id = uuid4()
-            record = _new(WorkerExecutionEvent, (execution_id, f"starting execution attempt {attempt}/{of}", now(UTC)))
-            with lock:
-                self._execution_id = execution_id
-                self._attempt = attempt
-                self._status = RUNNING
-                events.append(record)
-            if listeners:
-                publish(_new(AttemptStarted, (name, execution_id, attempt, maximum, record, RUNNING)))
-            began = self.last_beat = monotonic()
+        with self._lock:
+            self._execution_id = execution_id
+            self._attempt = attempt
+            self._status = RUNNING
+            self._events.append(record)
+        maximum = self.max_executions_attempts
+        if pool._routes[AttemptStarted]:
+            pool._publish(_new(AttemptStarted, (self.name, execution_id, attempt, maximum, record, RUNNING)))
+        if self.restart_on_silence and not self.is_async:
+            # The sync attempt's own stop signal, so the watchdog can cancel this attempt alone
+            # (an async attempt is cancelled through its task).
+            cancel = self.attempt_cancel = threading.Event()
+            if self.cancel.is_set():  # stop() may have run before attempt_cancel existed
+                cancel.set()
+        self.began = self.last_beat = monotonic()
+        return WorkerContext(
+            self.name,
+            execution_id,
+            attempt,
+            maximum,
+            cancel,
+            pool._extensions,
+            self if self.max_silence is not None else None,
+            pool._signal,
+        )
 
-            error: BaseException | None = yield RUN
+    def end_attempt(self, error: BaseException | None) -> float | None:
+        """Record how the attempt ended and decide what follows. Restarts are decided here.
 
-            if self.silenced == attempt and (error is None or isinstance(error, asyncio.CancelledError)):
-                # Cancelled by the watchdog, not by a stop: the attempt failed.
-                error = WorkerSilenceError(f"no heartbeat for {self.max_silence:g} seconds")
-
-            duration = monotonic() - began
-            if error is None:
-                record = _new(
-                    WorkerExecutionEvent,
-                    (execution_id, f"stopping execution attempt {attempt}/{of} with success", now(UTC)),
-                )
-                with lock:
-                    self._status = SUCCESS
-                    events.append(record)
-                if listeners:
-                    publish(_new(AttemptSucceeded, (name, execution_id, attempt, maximum, record, SUCCESS, duration)))
-                return  # a worker that returned is done: only failures restart
-            panic = not isinstance(error, Exception)
-            failure = Failure(error, panic)
-            failed_at = now(UTC)
+        ``error`` is what the attempt raised (None: it returned, or was cancelled by a stop).
+        Returns the backoff delay in seconds before the next attempt, or None when supervision
+        ends: after a success, a failure during a stop, or the last allowed attempt.
+        """
+        attempt, maximum, execution_id = self._attempt, self.max_executions_attempts, self._execution_id
+        if self.silenced == attempt and (error is None or isinstance(error, asyncio.CancelledError)):
+            # Cancelled by the watchdog, not by a stop: the attempt failed.
+            error = WorkerSilenceError(f"no heartbeat for {self.max_silence:g} seconds")
+        duration = monotonic() - self.began
+        pool = self.pool
+        routes = pool._routes
+        if error is None:
             record = _new(
                 WorkerExecutionEvent,
-                (
-                    execution_id,
-                    f"stopping execution attempt {attempt}/{of} with "
-                    f"{'recovered panic' if panic else 'error'}: {failure.message}",
-                    failed_at,
-                ),
+                (execution_id, f"stopping execution attempt {attempt}/{self._of} with success", _clock(UTC)),
             )
-            # What follows the failure is decided at once and recorded with it, in one locked update.
-            stopping = cancel.is_set()
-            exhausted = not stopping and maximum != 0 and attempt >= maximum
-            if stopping:
-                follow_up = None  # stopping: nothing restarts
-            elif exhausted:
-                follow_up = _new(WorkerExecutionEvent, (execution_id, "max execution attempts reached", failed_at))
-            else:
-                restarts += 1
-                follow_up = _new(
-                    WorkerExecutionEvent,
-                    (execution_id, "restarting after panic recovery" if panic else "restarting after error", failed_at),
+            with self._lock:
+                self._status = SUCCESS
+                self._events.append(record)
+            if routes[AttemptSucceeded]:
+                pool._publish(
+                    _new(AttemptSucceeded, (self.name, execution_id, attempt, maximum, record, SUCCESS, duration))
                 )
-            with lock:
-                self._status = ERROR
-                self._failure = failure
-                events.append(record)
-                if follow_up is not None:
-                    events.append(follow_up)
-            if listeners:
-                publish(_new(AttemptFailed, (name, execution_id, attempt, maximum, record, ERROR, duration, failure)))
-            if follow_up is None:
-                return
-            if exhausted:
-                if listeners:
-                    publish(_new(AttemptsExhausted, (name, execution_id, attempt, maximum, follow_up, ERROR)))
-                return
-            delay = self.restart_backoff.delay(restarts)
-            if listeners:
-                publish(
-                    _new(
-                        WorkerRestarting,
-                        (name, execution_id, attempt, maximum, follow_up, ERROR, delay, restarts, panic),
-                    )
+            return None  # a worker that returned is done: only failures restart
+        panic = not isinstance(error, Exception)
+        failure = Failure(error, panic)
+        failed_at = _clock(UTC)
+        record = _new(
+            WorkerExecutionEvent,
+            (
+                execution_id,
+                f"stopping execution attempt {attempt}/{self._of} with "
+                f"{'recovered panic' if panic else 'error'}: {failure.message}",
+                failed_at,
+            ),
+        )
+        # What follows the failure is decided at once and recorded with it, in one locked update.
+        stopping = self.cancel.is_set()
+        exhausted = not stopping and maximum != 0 and attempt >= maximum
+        if stopping:
+            follow_up = None  # stopping: nothing restarts
+        elif exhausted:
+            follow_up = _new(WorkerExecutionEvent, (execution_id, "max execution attempts reached", failed_at))
+        else:
+            self.restarts += 1
+            follow_up = _new(
+                WorkerExecutionEvent,
+                (execution_id, "restarting after panic recovery" if panic else "restarting after error", failed_at),
+            )
+        with self._lock:
+            self._status = ERROR
+            self._failure = failure
+            self._events.append(record)
+            if follow_up is not None:
+                self._events.append(follow_up)
+        publish = pool._publish
+        if routes[AttemptFailed]:
+            publish(_new(AttemptFailed, (self.name, execution_id, attempt, maximum, record, ERROR, duration, failure)))
+        if follow_up is None:
+            return None
+        if exhausted:
+            if routes[AttemptsExhausted]:
+                publish(_new(AttemptsExhausted, (self.name, execution_id, attempt, maximum, follow_up, ERROR)))
+            return None
+        delay = self.restart_backoff.delay(self.restarts)
+        if routes[WorkerRestarting]:
+            publish(
+                _new(
+                    WorkerRestarting,
+                    (self.name, execution_id, attempt, maximum, follow_up, ERROR, delay, self.restarts, panic),
                 )
-            if (yield delay):  # a zero delay still lets the drivers check for a stop (and yield the loop)
-                return
+            )
+        return delay
 
     def _finish(self) -> None:
-        self._publish(
-            WorkerFinished(self.name, self._execution_id, self._attempt, self.max_executions_attempts, self._status)
-        )
-        self.pool._worker_finished(self)
+        pool = self.pool
+        if pool._routes[WorkerFinished]:
+            pool._publish(
+                _new(
+                    WorkerFinished,
+                    (self.name, self._execution_id, self._attempt, self.max_executions_attempts, self._status),
+                )
+            )
+        pool._worker_finished(self)
 
     def time_out(self, timeout: float, stack: str) -> None:
         """Report that the worker did not return within ``stop()``'s deadline (status unchanged).
@@ -442,20 +500,17 @@ class Supervisor:
     # -- sync driver: one thread per worker ---------------------------------------------------
 
     def drive_sync(self, base: contextvars.Context) -> None:
-        """Execute the lifecycle in the current (dedicated) thread."""
-        send, cancel, attempt = self.lifecycle().send, self.cancel, self._attempt_sync
-        result: Any = None
+        """Supervise the worker in the current (dedicated) thread until supervision ends."""
+        cancel, attempt = self.cancel, self._attempt_sync
         try:
-            while True:
-                try:
-                    command = send(result)
-                except StopIteration:
+            delay: float | None = self.deferred_start_threshold
+            if delay and cancel.wait(delay):
+                return  # stopped while deferred: never starts
+            while (ctx := self.begin_attempt()) is not None:
+                # Each attempt runs in a fresh copy of the context start() was called in.
+                delay = self.end_attempt(base.copy().run(attempt, ctx))
+                if delay is None or (delay > 0 and cancel.wait(delay)):
                     return
-                if command is RUN:
-                    result = base.copy().run(attempt)
-                else:
-                    assert isinstance(command, float | int)
-                    result = cancel.wait(command) if command > 0 else cancel.is_set()
         except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
             logger.exception(
                 "supervision of worker %s failed",
@@ -465,22 +520,7 @@ class Supervisor:
         finally:
             self._finish()
 
-    def _attempt_sync(self) -> BaseException | None:
-        cancel = self.cancel
-        if self.restart_on_silence:
-            # The attempt's own stop signal, so the watchdog can cancel this attempt alone.
-            cancel = self.attempt_cancel = threading.Event()
-            if self.cancel.is_set():  # stop() may have run before attempt_cancel existed
-                cancel.set()
-        ctx = WorkerContext(
-            self.name,
-            self._execution_id,
-            self._attempt,
-            self.max_executions_attempts,
-            cancel,
-            self.pool._extensions,
-            self if self.max_silence is not None else None,
-        )
+    def _attempt_sync(self, ctx: WorkerContext) -> BaseException | None:
         _current.set(ctx)
         try:
             if self.pool._attempt_hooks:
@@ -495,57 +535,38 @@ class Supervisor:
     # -- async driver: one task per worker on the pool's loop ---------------------------------
 
     async def drive_async(self) -> None:
-        """Execute the lifecycle as a task on the pool's event loop.
+        """Supervise the worker as a task on the pool's event loop until supervision ends.
 
         ``stop()`` cancels the task only once it has started (``task_started``): a task that has
-        not run yet sees the stop signal in the lifecycle and ends without an attempt.
+        not run yet sees the stop signal in :meth:`begin_attempt` and ends without an attempt.
         """
         self.task_started = True
-        lifecycle = self.lifecycle()
-        result: Any = None
+        cancel = self.cancel
         try:
-            while True:
+            delay: float | None = self.deferred_start_threshold
+            if delay and await self._pause(delay):
+                return  # stopped while deferred: never starts
+            while (ctx := self.begin_attempt()) is not None:
+                # The attempt, inline: one coroutine per worker, not two. The task runs in a
+                # context of its own: no need to reset the variable (and keep a Token alive)
+                # after the attempt; the next attempt sets its own.
+                _current.set(ctx)
+                error: BaseException | None = None
                 try:
-                    command = lifecycle.send(result)
-                except StopIteration:
-                    return
-                if command is RUN:
-                    # The attempt, inline: one coroutine per worker, not two.
-                    ctx = WorkerContext(
-                        self.name,
-                        self._execution_id,
-                        self._attempt,
-                        self.max_executions_attempts,
-                        self.cancel,
-                        self.pool._extensions,
-                        self if self.max_silence is not None else None,
-                    )
-                    # The task runs in a context of its own: no need to reset the variable (and
-                    # keep a Token alive) after the attempt; the next attempt sets its own.
-                    _current.set(ctx)
-                    try:
-                        if self.pool._attempt_hooks:
-                            with self._hooks(ctx):
-                                await self.worker.run(ctx)
-                        else:
+                    if self.pool._attempt_hooks:
+                        with self._hooks(ctx):
                             await self.worker.run(ctx)
-                        result = None
-                    except asyncio.CancelledError as exc:
-                        result = None if self.cancel.is_set() else exc  # cancelled by stop(): a clean end
-                    except BaseException as exc:
-                        result = exc
-                else:
-                    assert isinstance(command, float | int)
-                    if self.cancel.is_set():  # stop() came before this task's first step
-                        result = True
-                        continue
-                    try:
-                        # sleep(0) too: a worker failing without ever suspending, restarted with
-                        # no backoff, would otherwise monopolise the loop.
-                        await asyncio.sleep(command)
-                        result = self.cancel.is_set()
-                    except asyncio.CancelledError:
-                        result = True  # stop() cancelled the wait
+                    else:
+                        await self.worker.run(ctx)
+                except asyncio.CancelledError as exc:
+                    error = None if cancel.is_set() else exc  # cancelled by stop(): a clean end
+                except BaseException as exc:
+                    error = exc
+                delay = self.end_attempt(error)
+                # A zero delay still pauses: a worker failing without ever suspending, restarted
+                # with no backoff, would otherwise monopolise the loop.
+                if delay is None or await self._pause(delay):
+                    return
         except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
             logger.exception(
                 "supervision of worker %s failed",
@@ -554,3 +575,14 @@ class Supervisor:
             )
         finally:
             self._finish()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` on the loop (0 still yields to it); True when the pool is stopping."""
+        signal = self.pool._signal
+        assert signal is not None  # the loop, and its signal, exist before any task
+        if self.cancel.is_set():  # stop() came before this task's first step
+            return True
+        try:
+            return await signal.wait(seconds)  # stop() wakes it: no cancellation needed
+        except asyncio.CancelledError:
+            return True

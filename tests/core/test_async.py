@@ -1,4 +1,4 @@
-"""Async workers: one event loop thread for all of them, cancellation, CancelledError, asleep."""
+"""Async workers: one event loop thread for all of them, cancellation, CancelledError, asleep, until_cancelled."""
 
 from __future__ import annotations
 
@@ -302,3 +302,159 @@ def test_async_worker_nested_tasks_see_the_worker_context(harness) -> None:
     pool.start()
     assert pool.wait(5)
     assert names == ["parent", "parent"]
+
+
+# -- the stop signal: ctx.asleep() and ctx.until_cancelled() end without a task cancellation ----
+
+
+def test_until_cancelled_returns_true_at_stop_without_cancelling_the_task(harness) -> None:
+    started = threading.Event()
+    seen: list[object] = []
+
+    async def abody(ctx) -> None:
+        started.set()
+        try:
+            result = await ctx.until_cancelled()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        seen.append((result, ctx.cancelled))
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert pool.stop(5) == []
+    assert time.monotonic() - began < 1.0
+    assert seen == [(True, True)]
+    execution = pool.execution("w")
+    assert execution.status is WorkerStatus.SUCCESS
+    assert messages(execution) == ["starting execution attempt 1/1", "stopping execution attempt 1/1 with success"]
+
+
+def test_a_worker_woken_by_until_cancelled_winds_down_with_awaits_uncancelled(harness) -> None:
+    ready = threading.Event()
+    outcomes: list[str] = []
+    queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = []
+
+    async def consume(queue: asyncio.Queue[str]) -> None:
+        while True:
+            outcomes.append(await queue.get())
+
+    async def abody(ctx) -> None:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        queues.append((asyncio.get_running_loop(), queue))
+        consumer = asyncio.create_task(consume(queue))
+        ready.set()
+        await ctx.until_cancelled()
+        consumer.cancel()
+        try:
+            await consumer  # an await after the stop: not cancelled by the pool
+        except asyncio.CancelledError:
+            outcomes.append("consumer stopped")
+        await asyncio.sleep(0)
+        outcomes.append("done")
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert ready.wait(5)
+    (loop, queue) = queues[0]
+    loop.call_soon_threadsafe(queue.put_nowait, "message")
+    wait_for(lambda: outcomes == ["message"])
+    assert pool.stop(5) == []
+    assert outcomes == ["message", "consumer stopped", "done"]
+    assert pool.execution("w").status is WorkerStatus.SUCCESS
+
+
+def test_a_worker_woken_by_until_cancelled_is_not_cancelled_but_reported_at_the_deadline(harness) -> None:
+    ready = threading.Event()
+    releases: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    seen: list[str] = []
+
+    async def abody(ctx) -> None:
+        release = asyncio.Event()
+        releases.append((asyncio.get_running_loop(), release))
+        ready.set()
+        await ctx.until_cancelled()
+        try:
+            await release.wait()  # slow to wind down: trusted, like a sync worker
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        seen.append("released")
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert ready.wait(5)
+    assert pool.stop(0.2) == ["w"]
+    execution = pool.execution("w")
+    assert execution.status is WorkerStatus.RUNNING
+    assert execution.has_event("did not stop within 0.2 seconds")
+    (loop, release) = releases[0]
+    loop.call_soon_threadsafe(release.set)
+    assert pool.stop(5) == []
+    assert seen == ["released"]
+    assert pool.execution("w").status is WorkerStatus.SUCCESS
+
+
+def test_until_cancelled_in_a_child_task_does_not_spare_the_worker_task(harness) -> None:
+    ready = threading.Event()
+    seen: list[str] = []
+
+    async def abody(ctx) -> None:
+        stop = asyncio.create_task(ctx.until_cancelled())
+        sleeper = asyncio.create_task(asyncio.sleep(60))
+        ready.set()
+        try:
+            await asyncio.wait({stop, sleeper})
+        except asyncio.CancelledError:
+            seen.append(f"cancelled; the child saw the stop: {stop.done() and stop.result()}")
+            sleeper.cancel()
+            await asyncio.wait({sleeper})
+            raise
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert ready.wait(5)
+    assert pool.stop(5) == []
+    # Both in one step of the loop: the child is woken (True), the worker's own task cancelled.
+    assert seen == ["cancelled; the child saw the stop: True"]
+    assert pool.execution("w").status is WorkerStatus.SUCCESS
+
+
+def test_until_cancelled_outside_the_pool_event_loop_is_a_clear_error(harness) -> None:
+    errors: list[str] = []
+
+    async def in_a_loop_of_its_own(ctx) -> None:
+        await ctx.until_cancelled()
+
+    def body(ctx) -> None:
+        for attempt in (lambda: ctx.until_cancelled(), lambda: asyncio.run(in_a_loop_of_its_own(ctx))):
+            try:
+                attempt()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    pool = harness.pool(FnWorker("s", body), AsyncFnWorker("a"))  # the pool has an event loop
+    pool.start()
+    assert pool.wait(5)
+    assert len(errors) == 2
+    for error in errors:
+        assert "ctx.until_cancelled()" in error
+        assert "async workers" in error
+        assert "ctx.sleep(seconds) or ctx.cancelled" in error
+
+
+def test_asleep_in_a_loop_of_its_own_sleeps_then_tells_whether_stopped(harness) -> None:
+    results: list[bool] = []
+
+    async def nap(ctx) -> None:
+        results.append(await ctx.asleep(0.01))
+
+    def body(ctx) -> None:
+        asyncio.run(nap(ctx))
+
+    pool = harness.pool(FnWorker("s", body), AsyncFnWorker("a"))
+    pool.start()
+    assert pool.wait(5)
+    assert results == [False]

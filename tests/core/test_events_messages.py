@@ -364,11 +364,63 @@ def test_add_listener(harness) -> None:
     log = EventLog()
     pool = harness.pool(FnWorker("w"))
     pool.add_listener(log)
+    assert pool.listeners == (log,)
     pool.start()
     assert pool.wait(5)
     assert [type(e) for e in log.worker_events("w")] == [AttemptStarted, AttemptSucceeded, WorkerFinished]
     with pytest.raises(TypeError):
         pool.add_listener("not callable")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+class Picky(EventLog):
+    """An event log that declares the events it handles."""
+
+    def __init__(self, event_types: object) -> None:
+        super().__init__()
+        self.event_types = event_types
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_listener_declaring_event_types_gets_those_only(harness, kind: str) -> None:
+    failures = Picky({AttemptFailed, PoolStopped})
+    reported = Picky([ReportedEvent])  # a union counts as its members
+    everything = EventLog()
+    pool = harness.pool(
+        failing(kind, "w", succeed_at=2), max_executions_attempts=2, listeners=[failures, reported, everything]
+    )
+    pool.start()
+    assert pool.wait(5)
+    assert pool.stop(5) == []
+    assert [type(e) for e in failures.snapshot()] == [AttemptFailed, PoolStopped]
+    assert [type(e) for e in reported.snapshot()] == [
+        AttemptStarted,
+        AttemptFailed,
+        WorkerRestarting,
+        AttemptStarted,
+        AttemptSucceeded,
+    ]
+    assert {WorkerFinished, PoolStarted, PoolStopping, PoolStopped} <= {type(e) for e in everything.snapshot()}
+
+
+@pytest.mark.parametrize(
+    ("event_types", "named"),
+    [
+        ("AttemptFailed", "a collection of event classes"),
+        (AttemptFailed, "a collection of event classes"),
+        (42, "a collection of event classes"),
+        ([AttemptFailed, ValueError], "ValueError"),
+        ({"AttemptFailed"}, "'AttemptFailed'"),
+    ],
+)
+def test_invalid_event_types_are_refused_when_the_listener_is_added(event_types: object, named: str) -> None:
+    pool = WorkerPool()
+    with pytest.raises(TypeError, match="event_types") as raised:
+        pool.add_listener(Picky(event_types))
+    assert named in str(raised.value)
+    assert "AttemptFailed" in str(raised.value) or "e.g." in str(raised.value)  # it shows what is accepted
+    with pytest.raises(TypeError, match="event_types"):
+        WorkerPool(listeners=[Picky(event_types)])
 
 
 @pytest.mark.parametrize("kind", KINDS)

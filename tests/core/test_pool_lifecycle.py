@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from django_workers.core import Backoff, Worker, WorkerExecution, WorkerPool, WorkerStatus
+from django_workers.core.supervisor import uuid4_batch
 from tests.core.engine_support import AsyncFnWorker, EventLog, FnWorker, failing, messages, until_cancelled, wait_for
 
 # -- construction and registration ------------------------------------------------------------
@@ -420,6 +421,17 @@ def test_every_attempt_has_a_new_uuid4(harness) -> None:
         if event.message.startswith("starting execution attempt "):
             current = ids[int(event.message.split()[3].split("/")[0]) - 1]
         assert event.execution_id == current
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 1000])
+def test_uuid4_batch_gives_distinct_canonical_version_4_ids(count: int) -> None:
+    ids = uuid4_batch(count)
+    again = uuid4_batch(count)
+    assert len(ids) == count == len(set(ids))
+    assert not set(ids) & set(again)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
 
 
 def test_ids_differ_between_workers_and_pools(harness) -> None:

@@ -168,7 +168,7 @@ def test_disabled_metrics_cost_nothing() -> None:
     with override_settings(WORKERS=workers(METRICS={"ENABLED": False})):
         pool = build_pool()
     assert pool.metrics is None
-    assert not any(isinstance(listener, WorkerMetrics) for listener in pool._listeners)
+    assert not any(isinstance(listener, WorkerMetrics) for listener in pool.listeners)
 
 
 def test_a_pool_built_from_the_settings_counts_its_attempts() -> None:

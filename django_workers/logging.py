@@ -61,6 +61,8 @@ class LoggingListener:
     def __call__(self, event: LifecycleEvent) -> None:
         """Log one event, if the logger is enabled for its level."""
         level = EVENT_LEVELS.get(type(event))
+        if type(event) is PoolStopped and event.not_stopped:
+            level = logging.ERROR
         if level is None or not self.logger.isEnabledFor(level):
             return
         log = self.logger.log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 
 import pytest
 
@@ -209,6 +210,25 @@ def test_pool_logging_can_be_turned_off(harness) -> None:
         pool.start()
         assert pool.wait(5)
     assert logs.records == []
+
+
+def test_workers_left_running_at_stop_are_logged_at_error_even_when_info_is_off(harness) -> None:
+    gate = harness.gate()
+    entered = threading.Event()
+
+    def body(ctx) -> None:
+        entered.set()
+        gate.wait()  # ignores the stop
+
+    pool = harness.pool(FnWorker("stuck", body), cls=LoggingPool)
+    with collect_logs(level=logging.WARNING) as logs:
+        pool.start()
+        assert entered.wait(5)
+        assert pool.stop(0.05) == ["stuck"]
+    summary = logs.matching("worker pool stopped; still running: stuck", level=logging.ERROR)
+    assert len(summary) == 1
+    assert not logs.matching("worker pool stopped", level=logging.INFO)
+    gate.set()
 
 
 def test_the_library_installs_only_a_null_handler() -> None:

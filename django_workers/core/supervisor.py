@@ -346,6 +346,9 @@ class Supervisor:
         record = _new(
             WorkerExecutionEvent, (execution_id, f"starting execution attempt {attempt}/{self._of}", _clock(UTC))
         )
+        # The beat first: the watchdog, once it sees the attempt running, must not read the
+        # previous attempt's last beat (a long backoff would look like silence).
+        self.began = self.last_beat = monotonic()
         with self._lock:
             self._execution_id = execution_id
             self._attempt = attempt
@@ -360,7 +363,6 @@ class Supervisor:
             cancel = self.attempt_cancel = threading.Event()
             if self.cancel.is_set():  # stop() may have run before attempt_cancel existed
                 cancel.set()
-        self.began = self.last_beat = monotonic()
         return WorkerContext(
             self.name,
             execution_id,

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from types import TracebackType
+from types import FunctionType, MethodType, TracebackType
 from typing import Any
 
 from .backoff import Backoff
@@ -102,8 +102,10 @@ class WorkerPool:
         #: CPU cache is cheaper to take than ten thousand that do not.
         self._state_lock = threading.Lock()
         self._listeners: list[Listener] = []
-        #: The listeners of each event class, in subscription order (see add_listener).
+        #: What to call for each event class, in subscription order (see add_listener), and the
+        #: listener each of those calls belongs to.
         self._routes: dict[type, tuple[Listener, ...]] = dict.fromkeys(EVENT_TYPES, ())
+        self._listener_of: dict[int, Listener] = {}
         for listener in listeners:
             self.add_listener(listener)
         #: Shared, read-only objects that every WorkerContext exposes as ``ctx.extensions``.
@@ -139,11 +141,16 @@ class WorkerPool:
         if not callable(listener):
             raise TypeError(f"a listener must be a callable taking one event, got {listener!r}")
         event_types = listener_event_types(listener)
+        # An object with a __call__ method is routed as its bound method: calling that directly
+        # skips the lookup of __call__ that calling the object does on every event.
+        method = getattr(type(listener), "__call__", None)  # noqa: B004 - not a callability test
+        call = MethodType(method, listener) if isinstance(method, FunctionType) else listener
         with self._lock:
             self._listeners.append(listener)
+            self._listener_of[id(call)] = listener  # by id: a listener need not be hashable
             # Replaced, not mutated: a publishing thread iterates the tuple it read, undisturbed.
             for event_type in event_types:
-                self._routes[event_type] += (listener,)
+                self._routes[event_type] += (call,)
 
     def register(
         self,
@@ -274,7 +281,7 @@ class WorkerPool:
             thread = threading.Thread(
                 target=supervisor.drive_sync,
                 args=(base,),
-                name=f"worker:{supervisor.name}",
+                name=supervisor.label,
                 daemon=True,  # a worker that ignores cancellation must not keep the process alive
             )
             supervisor.thread = thread
@@ -334,9 +341,7 @@ class WorkerPool:
         assert self._loop is not None and self._base_context is not None
         create_task, base = self._loop.create_task, self._base_context
         for supervisor in batch:
-            supervisor.task = create_task(
-                supervisor.drive_async(), name=f"worker:{supervisor.name}", context=base.copy()
-            )
+            supervisor.task = create_task(supervisor.drive_async(), name=supervisor.label, context=base.copy())
 
     def _cancel_tasks(self) -> None:
         # Runs on the loop thread. First the signal: a task waiting in ctx.until_cancelled() or in
@@ -448,10 +453,11 @@ class WorkerPool:
             loop.close()
 
     def _publish(self, event: LifecycleEvent) -> None:
-        for listener in self._routes[type(event)]:
+        for call in self._routes[type(event)]:
             try:
-                listener(event)
+                call(event)
             except Exception:
+                listener = self._listener_of.get(id(call), call)
                 logger.exception("worker pool listener %r failed on %s", listener, type(event).__name__)
 
     # -- context manager ------------------------------------------------------------------------

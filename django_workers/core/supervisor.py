@@ -148,6 +148,7 @@ class Supervisor:
         "deferred_start_threshold",
         "done",
         "is_async",
+        "label",
         "last_beat",
         "max_executions_attempts",
         "max_silence",
@@ -179,6 +180,8 @@ class Supervisor:
         self.pool = pool
         self.worker = worker
         self.name = name
+        #: The name of the worker's thread or task.
+        self.label = f"worker:{name}"
         self.is_async = is_async_worker(worker)
         self.deferred_start_threshold = deferred_start_threshold
         self.max_executions_attempts = max_executions_attempts

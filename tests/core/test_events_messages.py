@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -446,6 +447,27 @@ def test_a_raising_listener_breaks_nothing(harness, kind: str) -> None:
     failures = logs.matching("listener", level=logging.ERROR)
     assert failures, "a failing listener must be logged"
     assert all(r.exc_info and r.exc_info[0] is RuntimeError for r in failures)
+
+
+def test_an_object_listener_unhashable_and_failing_is_named_in_the_log(harness) -> None:
+    @dataclasses.dataclass  # eq=True: instances are unhashable
+    class Strict:
+        seen: list[str] = dataclasses.field(default_factory=list)
+
+        def __call__(self, event) -> None:
+            self.seen.append(type(event).__name__)
+            if isinstance(event, AttemptStarted):
+                raise RuntimeError("strict listener")
+
+    strict = Strict()
+    pool = harness.pool(FnWorker("w"), listeners=[strict])
+    with collect_logs() as logs:
+        pool.start()
+        assert pool.wait(5)
+    assert pool.listeners == (strict,)
+    assert strict.seen[:3] == ["PoolStarted", "AttemptStarted", "AttemptSucceeded"]
+    (failure,) = logs.matching("failed on AttemptStarted", level=logging.ERROR)
+    assert failure.getMessage() == f"worker pool listener {strict!r} failed on AttemptStarted"
 
 
 def test_a_listener_runs_in_the_thread_of_the_worker(harness) -> None:

@@ -60,6 +60,7 @@ def test_a_second_sigterm_to_the_reloader_forces_the_exit(start: StartRunworkers
     process.mark()
     process.send(signal.SIGTERM)
     process.expect(r"worker pool stopping \(timeout 30 seconds\)")
+    process.expect(r"a second SIGTERM or SIGINT now forces the exit")  # past the copies' window
     process.send(signal.SIGTERM)
     assert process.wait() == 143
     assert not pid_exists(child)

@@ -73,20 +73,49 @@ def test_workers_left_running_at_the_stop_timeout_exit_3_with_their_stack(start:
 
 
 def test_one_request_delivered_twice_counts_once_and_a_later_signal_forces() -> None:
-    """``timeout`` and process managers signal the process and then its process group: when the
-    second copy lands before the main thread acts (observed with ``timeout -s INT``), it must not
-    count as a second, forcing, signal. Driven through the handler, deterministically."""
-    from django_workers.management.commands.runworkers import _Wakeup
+    """``timeout`` and process managers signal the process and then its process group: the copy may
+    land before the main thread acts, or just after the graceful stop began (both observed with
+    ``timeout -s INT``). It is not a second, forcing, signal; the same signal later is, and so is
+    another signal at once. Driven through the handler, on a fake clock."""
+    from django_workers.management.commands.runworkers import COPY_WINDOW, _Wakeup
 
-    wake = _Wakeup()
+    now = [100.0]
+    wake = _Wakeup(clock=lambda: now[0])
     try:
         wake._on_signal(signal.SIGINT, None)
-        wake._on_signal(signal.SIGINT, None)  # the copy sent to the process group
+        now[0] += 0.001
+        wake._on_signal(signal.SIGINT, None)  # the copy sent to the process group, before the main thread acts
         assert wake.stop_requests == 2
-        assert wake.forcing_signal() == signal.SIGINT  # before the main thread acted: as before
         wake.acknowledge()  # the main thread begins the graceful stop
         assert wake.forcing_signal() is None
-        wake._on_signal(signal.SIGTERM, None)  # a real second request
+        now[0] += COPY_WINDOW / 2
+        assert wake.copy_window_left() == pytest.approx(COPY_WINDOW / 2 - 0.001)
+        wake._on_signal(signal.SIGINT, None)  # a copy that lands after the stop began
+        assert wake.forcing_signal() is None
+        now[0] += COPY_WINDOW
+        assert wake.copy_window_left() == 0.0
+        wake._on_signal(signal.SIGINT, None)  # the same signal, later: a second request
+        assert wake.forcing_signal() == signal.SIGINT
+    finally:
+        wake.close()
+
+    wake = _Wakeup(clock=lambda: now[0])
+    try:
+        wake._on_signal(signal.SIGTERM, None)
+        wake.acknowledge()
+        now[0] += 0.001
+        wake._on_signal(signal.SIGINT, None)  # another signal: a second request, however soon
+        assert wake.forcing_signal() == signal.SIGINT
+    finally:
+        wake.close()
+
+    wake = _Wakeup(clock=lambda: now[0])
+    try:
+        wake.relay(bytes([signal.SIGTERM, signal.SIGTERM]))  # relayed by the --reload parent, twice at once
+        wake.acknowledge()
+        assert wake.forcing_signal() is None
+        now[0] += 2 * COPY_WINDOW
+        wake.relay(bytes([signal.SIGTERM]))
         assert wake.forcing_signal() == signal.SIGTERM
     finally:
         wake.close()
@@ -109,6 +138,7 @@ def test_a_second_signal_during_a_slow_stop_forces_the_exit(
     process.mark()
     process.send(first)
     process.expect(r"worker pool stopping \(timeout 30 seconds\)")
+    process.expect(r"a second SIGTERM or SIGINT now forces the exit")  # past the copies' window
 
     began = time.monotonic()
     process.send(second)

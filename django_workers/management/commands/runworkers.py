@@ -64,6 +64,12 @@ _STILL_RUNNING = (WorkerStatus.RUNNING, WorkerStatus.DEFERRED, WorkerStatus.UNKN
 # -- waking the main thread ------------------------------------------------------------------------
 
 
+#: A signal with the number of the first stop request that arrives this many seconds after it at
+#: most is a copy of that request, not a second one: ``timeout`` and some process managers signal
+#: the process and then its process group, and the copy can land after the graceful stop began.
+COPY_WINDOW = 0.2
+
+
 class _Wakeup:
     """A self-pipe on which the main thread sleeps; anything that needs it writes a byte.
 
@@ -74,7 +80,8 @@ class _Wakeup:
     of stop requests is the larger of the two counts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._read, write = os.pipe()
         self._write: int | None = write
         os.set_blocking(self._read, False)
@@ -83,10 +90,12 @@ class _Wakeup:
         self._lock = threading.RLock()
         self._previous: dict[int, Any] = {}
         self._previous_wakeup_fd = -1
-        #: Signals received by this process, in order (appended by the handler).
+        #: Signals received by this process, in order (appended by the handler), and when.
         self.signals: list[int] = []
-        #: Signals received by the ``--reload`` parent and relayed here.
+        self.signal_times: list[float] = []
+        #: Signals received by the ``--reload`` parent and relayed here, and when.
         self.relayed: list[int] = []
+        self.relayed_times: list[float] = []
         #: The ``--reload`` parent process exited (its end of the relay pipe closed).
         self.parent_gone = False
         #: A watched file changed (``--reload``).
@@ -103,7 +112,16 @@ class _Wakeup:
                     os.write(self._write, b"\0")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_times.append(self._clock())  # the time first: readers index by the signals
         self.signals.append(signum)
+        self.notify()
+
+    def relay(self, signums: bytes) -> None:
+        """Count signals relayed by the ``--reload`` parent (called by the thread that reads them)."""
+        now = self._clock()
+        for signum in signums:
+            self.relayed_times.append(now)
+            self.relayed.append(signum)
         self.notify()
 
     def install(self) -> bool:
@@ -145,16 +163,25 @@ class _Wakeup:
 
         One request can arrive as several signals: ``timeout`` or a process manager that signals
         the process and then its process group, a Ctrl-C that reaches the ``--reload`` parent
-        too. Only a signal that arrives after the graceful stop began forces the exit.
+        too. A later signal forces the exit, unless it is a copy of the first one: the same
+        signal, at most :data:`COPY_WINDOW` seconds after it.
         """
         self._acknowledged = (max(1, len(self.signals)), max(1, len(self.relayed)))
 
     def forcing_signal(self) -> int | None:
         """The signal that made a second stop request, if any."""
-        for received, acknowledged in zip((self.signals, self.relayed), self._acknowledged, strict=True):
-            if len(received) > acknowledged:
-                return received[acknowledged]
+        pairs = ((self.signals, self.signal_times), (self.relayed, self.relayed_times))
+        for (received, times), acknowledged in zip(pairs, self._acknowledged, strict=True):
+            for index in range(acknowledged, len(received)):
+                if received[index] == received[0] and times[index] - times[0] <= COPY_WINDOW:
+                    continue  # a copy of the first request
+                return received[index]
         return None
+
+    def copy_window_left(self) -> float:
+        """Seconds until a repeat of the first stop signal forces the exit (0 once it does)."""
+        firsts = [times[0] for times in (self.signal_times, self.relayed_times) if times]
+        return max(0.0, min(firsts) + COPY_WINDOW - self._clock()) if firsts else 0.0
 
     def close(self) -> None:
         """Restore the previous signal handlers and close the pipe (later notifications are no-ops)."""
@@ -500,7 +527,7 @@ class Command(BaseCommand):
         if wake.stop_requests:
             wake.acknowledge()
             logger.info(
-                "%s: stopping %d worker(s) gracefully within %s (a second SIGTERM or SIGINT forces the exit)",
+                "%s: stopping %d worker(s) gracefully within %s",
                 wake.first_request(),
                 len(names),
                 _seconds(pool.stop_timeout),
@@ -554,11 +581,16 @@ class Command(BaseCommand):
 
         stopper = threading.Thread(target=stop, name="runworkers:stop")
         stopper.start()
+        announced = not (wake.signals or wake.relayed)  # a stop for a reload: no signal to repeat
         while not done.is_set():
             forcing = wake.forcing_signal()
             if forcing is not None:
                 self._force_exit(pool, forcing)
-            wake.wait()
+            left = wake.copy_window_left()
+            if not announced and not left:
+                announced = True
+                logger.info("a second SIGTERM or SIGINT now forces the exit")
+            wake.wait(left or None)
         stopper.join()
         if result:
             return result[0]
@@ -662,8 +694,7 @@ class Command(BaseCommand):
                     wake.parent_gone = True
                     wake.notify()
                     return
-                wake.relayed.extend(data)
-                wake.notify()
+                wake.relay(data)
 
         threading.Thread(target=follow, name="runworkers:reloader-parent", daemon=True).start()
 

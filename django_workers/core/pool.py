@@ -119,6 +119,8 @@ class WorkerPool:
         self._watchdog: threading.Thread | None = None
         self._watch_wakeup = threading.Event()
         self._supervisors: dict[str, Supervisor] = {}
+        #: The launched sync workers (a thread each), in launch order: what stop() joins.
+        self._threaded: list[Supervisor] = []
         self._started = False
         self._stopping = False
         self._base_context: contextvars.Context | None = None
@@ -287,6 +289,7 @@ class WorkerPool:
             )
             supervisor.thread = thread
             threads.append(thread)
+            self._threaded.append(supervisor)  # list.append is atomic: no lock needed
         # All created, then all started: creating a thread between two starts made the new
         # threads and this one trade the GIL more (benchmark 2 of bench_core.py: 1.3x -> 1.1x).
         for thread in threads:
@@ -328,6 +331,7 @@ class WorkerPool:
             ready = threading.Event()
 
             def run() -> None:
+                signal.thread_id = threading.get_ident()
                 asyncio.set_event_loop(loop)
                 loop.call_soon(ready.set)
                 try:
@@ -335,8 +339,9 @@ class WorkerPool:
                 finally:
                     asyncio.set_event_loop(None)
 
+            signal = StopSignal(loop, self._cancel)
             thread = threading.Thread(target=run, name="worker-pool:event-loop", daemon=True)
-            self._loop, self._loop_thread, self._signal = loop, thread, StopSignal(loop, self._cancel)
+            self._loop, self._loop_thread, self._signal = loop, thread, signal
             thread.start()
             ready.wait()
         return self._loop
@@ -358,7 +363,7 @@ class WorkerPool:
         woken = self._signal.set()
         for supervisor in list(self._supervisors.values()):
             task = supervisor.task
-            if task is not None and supervisor.task_started and not task.done() and task not in woken:
+            if task is not None and task not in woken and supervisor.task_started and not task.done():
                 task.cancel()
 
     def _worker_finished(self, supervisor: Supervisor) -> None:
@@ -396,30 +401,32 @@ class WorkerPool:
             first_call = not self._stopping
             self._stopping = True
             supervisors = list(self._supervisors.values())
+            threaded = list(self._threaded)
             names = tuple(self._supervisors)
         if first_call:
             self._publish(PoolStopping(names, timeout))
             self._cancel.set()
             self._watch_wakeup.set()
-            for supervisor in supervisors:
+            for supervisor in threaded:
                 if supervisor.attempt_cancel is not None:
                     supervisor.attempt_cancel.set()
             if self._loop is not None:  # async workers were launched
                 with contextlib.suppress(RuntimeError):  # the loop was closed by an earlier stop
                     self._loop.call_soon_threadsafe(self._cancel_tasks)
         current = threading.current_thread()
-        # A worker calling stop() (or a listener, in its thread) cannot wait for itself.
-        others = [s for s in supervisors if s.thread is not current]
-        own = len(supervisors) - len(others)
+        # A worker calling stop() (or a listener, in its thread) cannot wait for itself. Only sync
+        # workers have threads: async ones are never "own", and leave no thread to join.
+        own = sum(1 for s in threaded if s.thread is current)
         with self._idle:
             # Every launched worker is counted in _running until it is done: the others are all
             # done when the count is down to this thread's own worker, if any.
             self._idle.wait_for(lambda: self._running <= own, max(0.0, deadline - time.monotonic()))
             everyone_done = self._running <= own
-        for supervisor in others:
-            if supervisor.thread is not None and supervisor.done:
-                supervisor.thread.join(max(0.0, deadline - time.monotonic()))
-        not_stopped = [] if everyone_done else [s for s in others if not s.done]
+        for supervisor in threaded:
+            thread = supervisor.thread
+            if supervisor.done and thread is not None and thread is not current:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        not_stopped = [] if everyone_done else [s for s in supervisors if not s.done and s.thread is not current]
         if not_stopped:
             frames = sys._current_frames()
             for supervisor in not_stopped:
@@ -458,7 +465,12 @@ class WorkerPool:
             loop.close()
 
     def _publish(self, event: LifecycleEvent) -> None:
-        for call in self._routes[type(event)]:
+        self._dispatch(self._routes[type(event)], event)
+
+    def _dispatch(self, calls: tuple[Listener, ...], event: LifecycleEvent) -> None:
+        # ``calls`` is ``self._routes[type(event)]``, which the supervisor has read already (to
+        # build no event that nobody handles).
+        for call in calls:
             try:
                 call(event)
             except Exception:

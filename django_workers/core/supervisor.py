@@ -358,8 +358,9 @@ class Supervisor:
             self._status = RUNNING
             self._events.append(record)
         maximum = self.max_executions_attempts
-        if pool._routes[AttemptStarted]:
-            pool._publish(_new(AttemptStarted, (self.name, execution_id, attempt, maximum, record, RUNNING)))
+        calls = pool._routes[AttemptStarted]
+        if calls:
+            pool._dispatch(calls, _new(AttemptStarted, (self.name, execution_id, attempt, maximum, record, RUNNING)))
         if self.restart_on_silence and not self.is_async:
             # The sync attempt's own stop signal, so the watchdog can cancel this attempt alone
             # (an async attempt is cancelled through its task).
@@ -384,11 +385,10 @@ class Supervisor:
         Returns the backoff delay in seconds before the next attempt, or None when supervision
         ends: after a success, a failure during a stop, or the last allowed attempt.
         """
-        attempt, maximum, execution_id = self._attempt, self.max_executions_attempts, self._execution_id
+        attempt, execution_id = self._attempt, self._execution_id
         if self.silenced == attempt and (error is None or isinstance(error, asyncio.CancelledError)):
             # Cancelled by the watchdog, not by a stop: the attempt failed.
             error = WorkerSilenceError(f"no heartbeat for {self.max_silence:g} seconds")
-        duration = monotonic() - self.began
         pool = self.pool
         routes = pool._routes
         if error is None:
@@ -399,11 +399,14 @@ class Supervisor:
             with self._lock:
                 self._status = SUCCESS
                 self._events.append(record)
-            if routes[AttemptSucceeded]:
-                pool._publish(
-                    _new(AttemptSucceeded, (self.name, execution_id, attempt, maximum, record, SUCCESS, duration))
-                )
+            calls = routes[AttemptSucceeded]
+            if calls:
+                duration = monotonic() - self.began
+                event = (self.name, execution_id, attempt, self.max_executions_attempts, record, SUCCESS, duration)
+                pool._dispatch(calls, _new(AttemptSucceeded, event))
             return None  # a worker that returned is done: only failures restart
+        duration = monotonic() - self.began
+        maximum = self.max_executions_attempts
         panic = not isinstance(error, Exception)
         failure = Failure(error, panic)
         failed_at = _clock(UTC)
@@ -435,34 +438,38 @@ class Supervisor:
             self._events.append(record)
             if follow_up is not None:
                 self._events.append(follow_up)
-        publish = pool._publish
-        if routes[AttemptFailed]:
-            publish(_new(AttemptFailed, (self.name, execution_id, attempt, maximum, record, ERROR, duration, failure)))
+        dispatch = pool._dispatch
+        calls = routes[AttemptFailed]
+        if calls:
+            dispatch(
+                calls,
+                _new(AttemptFailed, (self.name, execution_id, attempt, maximum, record, ERROR, duration, failure)),
+            )
         if follow_up is None:
             return None
         if exhausted:
-            if routes[AttemptsExhausted]:
-                publish(_new(AttemptsExhausted, (self.name, execution_id, attempt, maximum, follow_up, ERROR)))
+            calls = routes[AttemptsExhausted]
+            if calls:
+                dispatch(calls, _new(AttemptsExhausted, (self.name, execution_id, attempt, maximum, follow_up, ERROR)))
             return None
         delay = self.restart_backoff.delay(self.restarts)
-        if routes[WorkerRestarting]:
-            publish(
+        calls = routes[WorkerRestarting]
+        if calls:
+            dispatch(
+                calls,
                 _new(
                     WorkerRestarting,
                     (self.name, execution_id, attempt, maximum, follow_up, ERROR, delay, self.restarts, panic),
-                )
+                ),
             )
         return delay
 
     def _finish(self) -> None:
         pool = self.pool
-        if pool._routes[WorkerFinished]:
-            pool._publish(
-                _new(
-                    WorkerFinished,
-                    (self.name, self._execution_id, self._attempt, self.max_executions_attempts, self._status),
-                )
-            )
+        calls = pool._routes[WorkerFinished]
+        if calls:
+            event = (self.name, self._execution_id, self._attempt, self.max_executions_attempts, self._status)
+            pool._dispatch(calls, _new(WorkerFinished, event))
         pool._worker_finished(self)
 
     def time_out(self, timeout: float, stack: str) -> None:
@@ -546,7 +553,9 @@ class Supervisor:
         not run yet sees the stop signal in :meth:`begin_attempt` and ends without an attempt.
         """
         self.task_started = True
-        cancel = self.cancel
+        # Locals of a suspended coroutine live as long as it does: a bound method kept here would
+        # be one more object per worker for the garbage collector to track.
+        cancel, hooked = self.cancel, bool(self.pool._attempt_hooks)
         try:
             delay: float | None = self.deferred_start_threshold
             if delay and await self._pause(delay):
@@ -558,7 +567,7 @@ class Supervisor:
                 _current.set(ctx)
                 error: BaseException | None = None
                 try:
-                    if self.pool._attempt_hooks:
+                    if hooked:
                         with self._hooks(ctx):
                             await self.worker.run(ctx)
                     else:

@@ -46,10 +46,16 @@ enabled while measuring, since collections set off by a side's own allocations a
    thread. The timed stop, also from the calling thread: ``run_coroutine_threadsafe`` a
    coroutine that sets the ``asyncio.Event`` and gathers every task; then stop the loop, join
    its thread and close the loop (``pool.stop()`` also stops, joins and closes its loop).
-   Targets: start at most 2.5x, stop at most 1.5x. One more row, for information: the stop of
+   Targets: start at most 2.5x, stop at most 1.5x. Two more rows, for information: the stop of
    workers that await an Event of their own that is never set (``await ev.wait()``, the
    baseline's body), which the pool must cancel (a task cancellation costs more than a wake-up
-   in asyncio itself), against the same baseline.
+   in asyncio itself), against the same baseline; and the floor: the start of the baseline's
+   tasks when each also carries what any worker must have, a ``WorkerContext`` reachable through
+   a context variable (built and set on a copy of the context as the pool does it), with no
+   supervision at all. Its ratio is the part of the 2.5x that the target does not leave to the
+   pool's supervision (state, records, events). ``--async-workers N`` runs benchmark 3 with N
+   workers, to see how the ratios move with the size (the garbage collector's full collections
+   fall at fixed allocation counts; see docs/benchmarks.md).
 
 4. Idle CPU of 1,000 started sync workers (the workers of benchmark 2). Once all have entered
    and 0.5 s of settling has passed, process CPU time (``time.process_time()``, all threads) is
@@ -78,6 +84,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
+import dataclasses
 import gc
 import logging
 import os
@@ -465,7 +473,22 @@ def async_ours(n: int, blocked: bool = False) -> tuple[float, float]:
     return started - began, stopped - started
 
 
-def async_raw(n: int) -> tuple[float, float]:
+#: The floor's context variable (the pool's own is django_workers.core.context._current).
+FLOOR_VAR: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar("bench_floor", default=None)
+
+
+async def floor_sleeper(ctx: WorkerContext, latch: Latch, stop: asyncio.Event) -> None:
+    latch.count_down()
+    await stop.wait()
+
+
+def async_raw(n: int, floor: bool = False) -> tuple[float, float]:
+    """Start and stop times of ``n`` raw tasks (the baseline of benchmark 3).
+
+    With ``floor``, each task also carries what any worker must have and nothing more: a
+    ``WorkerContext``, set in a context variable of a copy of the caller's context (as the pool
+    does it), with no supervision (no record, no state, no event).
+    """
     latch = Latch(n)
     began = time.perf_counter()
     # Like WorkerPool._ensure_loop: a new loop, run forever in a thread of its own.
@@ -485,9 +508,17 @@ def async_raw(n: int) -> tuple[float, float]:
     wait_for(ready, "the raw event loop")
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+    base, cancel = contextvars.copy_context(), threading.Event()
 
     def create_tasks() -> None:  # one threadsafe callback creates every task, as the pool does
-        tasks.extend(loop.create_task(raw_async_sleeper(latch, stop)) for _ in range(n))
+        if not floor:
+            tasks.extend(loop.create_task(raw_async_sleeper(latch, stop)) for _ in range(n))
+            return
+        for i in range(n):
+            ctx = WorkerContext(f"async-worker-{i}", "", 1, 1, cancel, {})
+            context = base.copy()
+            context.run(FLOOR_VAR.set, ctx)
+            tasks.append(loop.create_task(floor_sleeper(ctx, latch, stop), context=context))
 
     loop.call_soon_threadsafe(create_tasks)
     latch.wait(f"{n} raw tasks to start")
@@ -518,6 +549,13 @@ def bench_async(p: Params) -> list[Row]:
     show_rounds("baseline", [r[1] for r in base], ms, baseline, "best")
     print(f"    ratio {stop / baseline:.2f}x (no target)")
     rows.append(Row(f"3. stop {n:,} async, cancelled", ms(stop), ms(baseline), stop / baseline, "info", True))
+    print(f"  for information, the floor: start of {n:,} raw tasks that each carry a WorkerContext, {rounds} rounds:")
+    floor, base_starts = interleaved(rounds, lambda: async_raw(n, floor=True)[0], lambda: async_raw(n)[0])
+    start, baseline = min(floor), min(base_starts)
+    show_rounds("floor", floor, ms, start, "best")
+    show_rounds("baseline", base_starts, ms, baseline, "best")
+    print(f"    ratio {start / baseline:.2f}x (no target: what the target leaves for supervision)")
+    rows.append(Row(f"3. start floor, {n:,} tasks + ctx", ms(start), ms(baseline), start / baseline, "info", True))
     return rows
 
 
@@ -719,8 +757,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", type=int, choices=sorted(BENCHMARKS), metavar="N", help="run benchmark N only (1-5)")
     parser.add_argument("--quick", action="store_true", help="smoke mode: small sizes, few rounds")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--async-workers", type=int, metavar="N", help="benchmark 3 with N workers (default 10,000; 1,000 quick)"
+    )
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
+    if args.async_workers is not None:
+        if args.async_workers < 1:
+            parser.error(f"--async-workers must be >= 1, got {args.async_workers}")
+        params = dataclasses.replace(params, async_workers=args.async_workers)
     if args.quick:
         global DEADLINE
         DEADLINE = 20.0

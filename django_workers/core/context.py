@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import Coroutine, MutableMapping
+from collections.abc import KeysView, MutableMapping
 from threading import get_ident
 from time import monotonic
 from typing import Any, Protocol
@@ -33,21 +33,28 @@ class _Heart(Protocol):
     last_beat: float
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
+def _wake(waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(False)
+
+
+#: A StopSignal forgets its cancelled futures (a ``wait_for(ctx.until_cancelled(), 1)`` loop makes
+#: one a second) when it holds more than four times as many as after the last sweep, and this many:
+#: sweeping costs at most a third of a check per future made, and memory stays bounded.
+_SWEEP_AT = 1024
 
 
 class StopSignal:
     """The pool's stop, as the tasks on its event loop wait for it without being cancelled.
 
-    :meth:`wait` returns True as soon as :meth:`set` is called. ``ctx.until_cancelled()`` and the
-    pool's own deferral and backoff waits use it: ``stop()`` wakes a worker's task waiting there
-    instead of cancelling it. Both methods run on the loop's thread (the pool calls :meth:`set`
-    from a loop callback).
+    :meth:`future` gives a future that :meth:`set` completes with True; :meth:`wait` awaits one
+    with a timeout. ``ctx.until_cancelled()`` and the pool's own deferral and backoff waits use
+    them: ``stop()`` wakes a worker's task suspended on such a future instead of cancelling it
+    (see :meth:`set`). Every method runs on the loop's thread (the pool calls :meth:`set` from a
+    loop callback).
     """
 
-    __slots__ = ("_cancel", "_waiters", "is_set", "loop", "thread_id")
+    __slots__ = ("_cancel", "_sweep_at", "_waiters", "is_set", "loop", "thread_id")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cancel: threading.Event) -> None:
         self.loop = loop
@@ -56,32 +63,43 @@ class StopSignal:
         #: The pool's stop flag, set (by ``stop()``, in its thread) before this signal.
         self._cancel = cancel
         self.is_set = False
-        #: Each waiter, with the task that waits on it (a dict: woken in the order they came).
-        self._waiters: dict[asyncio.Future[None], asyncio.Task[Any] | None] = {}
+        #: The pending futures, in the order they were made (a dict used as an ordered set).
+        self._waiters: dict[asyncio.Future[bool], None] = {}
+        self._sweep_at = _SWEEP_AT
 
-    def set(self) -> set[asyncio.Task[Any]]:
-        """Wake every waiter, now and for good (later waits return at once).
+    def set(self) -> KeysView[asyncio.Future[bool]]:
+        """Complete every pending future with True, now and for good (later ones are born done).
 
-        Returns the tasks it woke: they will see the stop, they need no cancellation.
+        Returns the futures it knew of. A task suspended on one of them (its ``_fut_waiter``) is
+        woken by this call: it will see the stop by itself and needs no cancellation.
         """
         self.is_set = True
         waiters, self._waiters = self._waiters, {}
-        woken = set()
-        for waiter, task in waiters.items():
-            if not waiter.done():
-                waiter.set_result(None)
-                if task is not None:
-                    woken.add(task)
-        return woken
+        for waiter in waiters:
+            if not waiter.done():  # a cancelled one, or one its timer completed
+                waiter.set_result(True)
+        return waiters.keys()
+
+    def future(self) -> asyncio.Future[bool]:
+        """A future that :meth:`set` completes with True (done already if it was set)."""
+        waiter = self.loop.create_future()
+        if self.is_set:
+            waiter.set_result(True)
+            return waiter
+        waiters = self._waiters
+        waiters[waiter] = None
+        if len(waiters) > self._sweep_at:  # amortised: forget the cancelled ones
+            for done in [w for w in waiters if w.done()]:
+                del waiters[done]
+            self._sweep_at = max(_SWEEP_AT, 4 * len(waiters))
+        return waiter
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until the signal is set (True) or ``timeout`` seconds have passed (False)."""
         if self.is_set:
             return True
-        loop = self.loop
-        waiter = loop.create_future()
-        self._waiters[waiter] = asyncio.current_task(loop)
-        timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+        waiter = self.future()
+        timer = None if timeout is None else self.loop.call_later(timeout, _wake, waiter)
         try:
             await waiter
         except BaseException:  # cancelled: forget the waiter
@@ -169,15 +187,20 @@ class WorkerContext:
         await asyncio.sleep(max(0.0, seconds))
         return self._cancel.is_set()
 
-    def until_cancelled(self) -> Coroutine[Any, Any, bool]:
+    def until_cancelled(self) -> asyncio.Future[bool]:
         """Wait until the pool stops: ``await ctx.until_cancelled()`` (True). For async workers.
 
         The asynchronous ``<-ctx.Done()``, and the graceful way for an async worker to stop:
-        ``stop()`` cancels the task of every async worker, except one awaiting this, which
-        returns True instead. The worker then winds down as it likes (awaits included) and
+        ``stop()`` cancels the task of every async worker, except one suspended on this future,
+        which returns True instead. The worker then winds down as it likes (awaits included) and
         returns; like a sync worker, one that does not return within stop's deadline is reported.
-        Returns at once after a stop. Raises ``RuntimeError`` outside the pool's event loop (in
-        a sync worker, use ``ctx.sleep()`` or ``ctx.cancelled``).
+
+        It returns a future (done already after a stop), so it also composes:
+        ``asyncio.wait({ctx.until_cancelled(), job})``. Only a task that awaits the future itself
+        is spared, though: a worker waiting in ``asyncio.wait()`` or ``gather()`` is cancelled at
+        stop (with the future done), as is one that awaits something else. Raises
+        ``RuntimeError`` outside the pool's event loop (in a sync worker, use ``ctx.sleep()`` or
+        ``ctx.cancelled``).
         """
         signal = self._signal
         # On the loop's thread, the running loop is the pool's: a thread id is cheaper to compare
@@ -187,7 +210,7 @@ class WorkerContext:
                 "ctx.until_cancelled() waits on the pool's event loop, so it works in async workers "
                 "(async def run) only; in a sync worker, use ctx.sleep(seconds) or ctx.cancelled"
             )
-        return signal.wait()
+        return signal.future()
 
     def heartbeat(self) -> None:
         """Tell the pool this worker is alive (cheap: one clock read).

@@ -354,16 +354,23 @@ class WorkerPool:
             supervisor.task = create_task(supervisor.drive_async(), name=supervisor.label, context=base.copy())
 
     def _cancel_tasks(self) -> None:
-        # Runs on the loop thread. First the signal: a task waiting in ctx.until_cancelled() or in
-        # the pool's own deferral and backoff waits is woken, and sees the stop by itself. Every
-        # other task is cancelled: its worker sees CancelledError where it awaits.
+        # Runs on the loop thread. First the signal: a task suspended on one of its futures
+        # (ctx.until_cancelled(), the pool's own deferral and backoff waits) is woken, and sees
+        # the stop by itself. Every other task is cancelled: its worker sees CancelledError where
+        # it awaits. Which future a task is suspended on is asyncio's Task._fut_waiter; a task
+        # without it is cancelled, the behaviour for everything but the signal.
         # A task that has not started yet is left alone: it will see the stop signal and end
         # without an attempt (a task cancelled before its first step would never run at all).
         assert self._signal is not None
         woken = self._signal.set()
         for supervisor in list(self._supervisors.values()):
             task = supervisor.task
-            if task is not None and task not in woken and supervisor.task_started and not task.done():
+            if (
+                task is not None
+                and getattr(task, "_fut_waiter", None) not in woken
+                and supervisor.task_started
+                and not task.done()
+            ):
                 task.cancel()
 
     def _worker_finished(self, supervisor: Supervisor) -> None:

@@ -397,18 +397,24 @@ def test_a_worker_woken_by_until_cancelled_is_not_cancelled_but_reported_at_the_
     assert pool.execution("w").status is WorkerStatus.SUCCESS
 
 
-def test_until_cancelled_in_a_child_task_does_not_spare_the_worker_task(harness) -> None:
+@pytest.mark.parametrize("how", ["in a child task", "in asyncio.wait"])
+def test_until_cancelled_spares_only_a_task_suspended_on_it(harness, how: str) -> None:
     ready = threading.Event()
     seen: list[str] = []
 
+    async def child(ctx) -> bool:
+        return await ctx.until_cancelled()
+
     async def abody(ctx) -> None:
-        stop = asyncio.create_task(ctx.until_cancelled())
+        # The worker's own task waits in asyncio.wait(), not on the future itself.
+        stop = asyncio.create_task(child(ctx)) if how == "in a child task" else ctx.until_cancelled()
         sleeper = asyncio.create_task(asyncio.sleep(60))
         ready.set()
         try:
             await asyncio.wait({stop, sleeper})
         except asyncio.CancelledError:
-            seen.append(f"cancelled; the child saw the stop: {stop.done() and stop.result()}")
+            await asyncio.sleep(0)  # the child task, woken in the same step, returns
+            seen.append(f"cancelled; the stop was seen: {stop.done() and stop.result()}")
             sleeper.cancel()
             await asyncio.wait({sleeper})
             raise
@@ -417,9 +423,53 @@ def test_until_cancelled_in_a_child_task_does_not_spare_the_worker_task(harness)
     pool.start()
     assert ready.wait(5)
     assert pool.stop(5) == []
-    # Both in one step of the loop: the child is woken (True), the worker's own task cancelled.
-    assert seen == ["cancelled; the child saw the stop: True"]
+    # Both in one step of the loop: the future is done (True), the worker's own task cancelled.
+    assert seen == ["cancelled; the stop was seen: True"]
     assert pool.execution("w").status is WorkerStatus.SUCCESS
+
+
+def test_until_cancelled_composes_with_asyncio_wait_and_returns_at_once_after_the_stop(harness) -> None:
+    results: list[object] = []
+
+    async def abody(ctx) -> None:
+        done, _ = await asyncio.wait({ctx.until_cancelled()}, timeout=0.01)
+        results.append(len(done))  # the pool is running: the wait times out
+        await ctx.until_cancelled()
+        after = ctx.until_cancelled()  # after the stop: born done
+        results.append(after.done() and after.result())
+        results.append(await after)
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    wait_for(lambda: results == [0])
+    assert pool.stop(5) == []
+    assert results == [0, True, True]
+
+
+def test_until_cancelled_futures_left_behind_are_forgotten(harness) -> None:
+    # A worker polling with wait_for(ctx.until_cancelled(), timeout) cancels a future each time:
+    # the signal must not keep them all until the stop.
+    polls: list[int] = []
+    signals: list[object] = []
+
+    async def abody(ctx) -> None:
+        signals.append(ctx._signal)
+        while True:
+            try:
+                await asyncio.wait_for(ctx.until_cancelled(), 0)
+                return
+            except TimeoutError:
+                polls.append(1)
+                if len(polls) == 5000:
+                    return
+
+    pool = harness.pool(AsyncFnWorker("w", abody))
+    pool.start()
+    assert pool.wait(30)
+    assert len(polls) == 5000
+    (signal,) = signals
+    assert len(signal._waiters) <= 4 * 1024  # bounded: not one per poll
+    assert pool.stop(5) == []
 
 
 def test_until_cancelled_outside_the_pool_event_loop_is_a_clear_error(harness) -> None:

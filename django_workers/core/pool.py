@@ -281,9 +281,16 @@ class WorkerPool:
             if supervisor.is_async:
                 async_ones.append(supervisor)
                 continue
+            # The first attempt (unless deferred) begins here, before its thread exists: the new
+            # thread then only runs it. A new thread that first did the bookkeeping kept the GIL
+            # for microseconds after Thread.start() had woken this thread, which then had to wait
+            # to be woken a second time, for every worker (benchmark 2 of bench_core.py: about
+            # 1.3x -> 1.1x the raw threads on Python 3.13). And start() returns with the workers
+            # already "running".
+            first = None if supervisor.deferred_start_threshold else supervisor.begin_attempt()
             thread = threading.Thread(
                 target=supervisor.drive_sync,
-                args=(base,),
+                args=(base, first),
                 name=supervisor.label,
                 daemon=True,  # a worker that ignores cancellation must not keep the process alive
             )

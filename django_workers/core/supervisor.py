@@ -511,18 +511,26 @@ class Supervisor:
 
     # -- sync driver: one thread per worker ---------------------------------------------------
 
-    def drive_sync(self, base: contextvars.Context) -> None:
-        """Supervise the worker in the current (dedicated) thread until supervision ends."""
+    def drive_sync(self, base: contextvars.Context, first: WorkerContext | None = None) -> None:
+        """Supervise the worker in the current (dedicated) thread until supervision ends.
+
+        ``first``: the first attempt, begun by the pool in the launching thread (see
+        ``WorkerPool._launch``); without it, the thread waits out the deferral and begins it.
+        """
         cancel, attempt = self.cancel, self._attempt_sync
         try:
-            delay: float | None = self.deferred_start_threshold
-            if delay and cancel.wait(delay):
-                return  # stopped while deferred: never starts
-            while (ctx := self.begin_attempt()) is not None:
+            ctx = first
+            if ctx is None:
+                delay: float | None = self.deferred_start_threshold
+                if delay and cancel.wait(delay):
+                    return  # stopped while deferred: never starts
+                ctx = self.begin_attempt()
+            while ctx is not None:
                 # Each attempt runs in a fresh copy of the context start() was called in.
                 delay = self.end_attempt(base.copy().run(attempt, ctx))
                 if delay is None or (delay > 0 and cancel.wait(delay)):
                     return
+                ctx = self.begin_attempt()
         except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
             logger.exception(
                 "supervision of worker %s failed",

@@ -308,6 +308,60 @@ def test_context_manager_stops_on_exception(harness) -> None:
     assert pool.execution("w").status is WorkerStatus.SUCCESS
 
 
+def test_start_returns_with_the_sync_workers_first_attempt_begun(harness) -> None:
+    # The first attempt of a sync worker begins in the thread that calls start() (or register()
+    # after it), before the worker's thread exists; later attempts begin in the worker's thread.
+    gate = harness.gate()
+    threads: list[tuple[int, str]] = []
+
+    def on_event(event) -> None:
+        if type(event).__name__ == "AttemptStarted":
+            threads.append((event.attempt, threading.current_thread().name))
+
+    def body(ctx) -> None:
+        if ctx.attempt == 1:
+            raise ValueError("first attempt fails")
+        gate.wait(10)
+
+    late_gate = harness.gate()
+    pool = harness.pool(
+        FnWorker("sync", body),
+        until_cancelled("async", "async-one"),
+        max_executions_attempts=2,
+        listeners=[on_event],
+    )
+    pool.start()
+    # No waiting: start() has returned, and the sync worker is already running its first attempt.
+    execution = pool.execution("sync")
+    assert execution.status in (WorkerStatus.RUNNING, WorkerStatus.ERROR), messages(execution)
+    assert messages(execution)[0] == "starting execution attempt 1/2"
+    assert execution.id
+    pool.register(FnWorker("late", lambda ctx: late_gate.wait(10)))
+    assert messages(pool.execution("late")) == ["starting execution attempt 1/2"]
+    wait_for(lambda: pool.execution("sync").current_execution_attempt == 2)
+    caller = threading.current_thread().name
+    sync_starts = [(attempt, name) for attempt, name in threads if name != "worker-pool:event-loop"]
+    # "sync" attempt 1 and "late" attempt 1 from this thread; "sync" attempt 2 from its own.
+    assert sorted(sync_starts) == [(1, caller), (1, caller), (2, "worker:sync")]
+
+
+def test_a_sync_worker_begun_by_start_runs_even_if_stopped_before_its_thread_does(harness) -> None:
+    # stop() right after start(): the first attempt had begun, so the worker runs it, seeing
+    # ctx.cancelled at once, and it ends in success; nothing is restarted.
+    seen: list[bool] = []
+
+    def body(ctx) -> None:
+        seen.append(ctx.cancelled)
+
+    pool = harness.pool(FnWorker("w", body), max_executions_attempts=3)
+    pool.start()
+    assert pool.stop(5) == []
+    execution = pool.execution("w")
+    assert execution.status is WorkerStatus.SUCCESS
+    assert messages(execution) == ["starting execution attempt 1/3", "stopping execution attempt 1/3 with success"]
+    assert len(seen) == 1
+
+
 # -- attempts and restarts ------------------------------------------------------------------------
 
 

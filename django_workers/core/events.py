@@ -4,8 +4,9 @@ A listener is any callable taking one event. Listeners are called synchronously,
 where the event happens: the caller of ``start()`` (or of ``register()`` after it) for a deferral
 and for the start of a sync worker's first attempt (begun before its thread exists), the worker's
 own thread for the rest of a sync worker's attempts, the pool's event-loop thread for an async
-worker's, the caller of ``stop()`` for pool events and stop time-outs. A listener must be quick and must not block (hand
-slow work to a queue); an exception it raises is logged and otherwise ignored.
+worker's, the caller of ``stop()`` for pool events and stop time-outs. A listener must be quick
+and must not block (hand slow work to a queue); an exception it raises is logged and otherwise
+ignored.
 
 A listener that handles some events only can say which in an ``event_types`` attribute (a
 collection of the event classes below, or of their unions): the pool then calls it for those only,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "collect_logs",
     "failing",
     "messages",
+    "timed",
     "until_cancelled",
     "wait_for",
 ]
@@ -92,6 +94,13 @@ class AsyncFnWorker(Worker):
     async def run(self, ctx: WorkerContext) -> Any:
         self.calls += 1
         return None if self.fn is None else await self.fn(ctx)
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and the seconds it took."""
+    began = time.monotonic()
+    result = fn(*args, **kwargs)
+    return result, time.monotonic() - began
 
 
 def until_cancelled(kind: str, name: str, started: threading.Event | None = None) -> Worker:

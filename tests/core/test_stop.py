@@ -19,18 +19,13 @@ from tests.core.engine_support import (
     collect_logs,
     failing,
     messages,
+    timed,
     until_cancelled,
     wait_for,
 )
 
 KINDS = ["sync", "async"]
 LoggingPool = django_workers.WorkerPool  # the public pool: the engine plus the logging listener
-
-
-def timed(fn, *args, **kwargs):
-    began = time.monotonic()
-    result = fn(*args, **kwargs)
-    return result, time.monotonic() - began
 
 
 # -- deferred start ------------------------------------------------------------------------------

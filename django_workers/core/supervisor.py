@@ -30,7 +30,6 @@ from .events import (
     AttemptsExhausted,
     AttemptStarted,
     AttemptSucceeded,
-    LifecycleEvent,
     WorkerDeferred,
     WorkerFinished,
     WorkerRestarting,
@@ -268,8 +267,10 @@ class Supervisor:
             record = WorkerExecutionEvent(self._execution_id, f"no heartbeat for {max_silence:g} seconds", _now())
             self._events.append(record)
         restarting = self.restart_on_silence and not self.cancel.is_set()
-        if self.pool._routes[WorkerSilent]:
-            self._publish(
+        calls = self.pool._routes[WorkerSilent]
+        if calls:
+            self.pool._dispatch(
+                calls,
                 WorkerSilent(
                     self.name,
                     record.execution_id,
@@ -279,7 +280,7 @@ class Supervisor:
                     WorkerStatus.RUNNING,
                     max_silence,
                     restarting,
-                )
+                ),
             )
         if restarting:
             if self.is_async:
@@ -310,9 +311,6 @@ class Supervisor:
             self._events.append(record)
         return record
 
-    def _publish(self, event: LifecycleEvent) -> None:
-        self.pool._publish(event)
-
     # -- the policy ---------------------------------------------------------------------------
 
     def prepare(self, execution_id: str) -> None:
@@ -328,9 +326,11 @@ class Supervisor:
             with self._lock:
                 self._status = DEFERRED
                 self._events.append(record)
-            if self.pool._routes[WorkerDeferred]:
-                self._publish(
-                    WorkerDeferred(self.name, execution_id, 0, self.max_executions_attempts, record, DEFERRED, delay)
+            calls = self.pool._routes[WorkerDeferred]
+            if calls:
+                self.pool._dispatch(
+                    calls,
+                    WorkerDeferred(self.name, execution_id, 0, self.max_executions_attempts, record, DEFERRED, delay),
                 )
 
     def begin_attempt(self) -> WorkerContext | None:
@@ -483,7 +483,7 @@ class Supervisor:
             self.timed_out = True
         message = f"did not stop within {timeout:g} seconds"
         record = self._record(self._status, message)
-        self._publish(
+        self.pool._publish(
             WorkerStopTimedOut(
                 self.name,
                 self._execution_id,

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmark_support import run_benchmark, summary_rows
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,20 +24,11 @@ pytestmark = [
 
 @pytest.mark.timeout(300)
 def test_bench_admin_quick_mode_measures_every_page() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_admin.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
-        check=False,
-    )
+    result = run_benchmark("bench_admin.py", "--quick", timeout=280, warnings_as_errors=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    summary = result.stdout.split("Summary", 1)[1]
-    rows = [line for line in summary.splitlines() if re.match(r"\s+\d+\. ", line)]
-    assert len(rows) == 11, summary
+    rows = summary_rows(result.stdout, r"\s+\d+\. ")
+    assert len(rows) == 11, result.stdout
     for row in rows:
         assert row.rstrip().endswith(("PASS", "FAIL")), row
         small, large = re.search(r"queries (\d+) vs (\d+)", row).groups()  # type: ignore[union-attr]

@@ -90,12 +90,10 @@ class _Wakeup:
         self._lock = threading.RLock()
         self._previous: dict[int, Any] = {}
         self._previous_wakeup_fd = -1
-        #: Signals received by this process, in order (appended by the handler), and when.
-        self.signals: list[int] = []
-        self.signal_times: list[float] = []
-        #: Signals received by the ``--reload`` parent and relayed here, and when.
-        self.relayed: list[int] = []
-        self.relayed_times: list[float] = []
+        #: Signals received by this process, in order (appended by the handler), each with when.
+        self.signals: list[tuple[int, float]] = []
+        #: Signals received by the ``--reload`` parent and relayed here, each with when.
+        self.relayed: list[tuple[int, float]] = []
         #: The ``--reload`` parent process exited (its end of the relay pipe closed).
         self.parent_gone = False
         #: A watched file changed (``--reload``).
@@ -112,16 +110,13 @@ class _Wakeup:
                     os.write(self._write, b"\0")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signal_times.append(self._clock())  # the time first: readers index by the signals
-        self.signals.append(signum)
+        self.signals.append((signum, self._clock()))
         self.notify()
 
     def relay(self, signums: bytes) -> None:
         """Count signals relayed by the ``--reload`` parent (called by the thread that reads them)."""
         now = self._clock()
-        for signum in signums:
-            self.relayed_times.append(now)
-            self.relayed.append(signum)
+        self.relayed.extend([(signum, now) for signum in signums])
         self.notify()
 
     def install(self) -> bool:
@@ -155,7 +150,7 @@ class _Wakeup:
         """What asked for the first stop, for the log."""
         for received in (self.signals, self.relayed):
             if received:
-                return f"received {signal.Signals(received[0]).name}"
+                return f"received {signal.Signals(received[0][0]).name}"
         return "the reloader process exited" if self.parent_gone else "a file changed"
 
     def acknowledge(self) -> None:
@@ -170,17 +165,17 @@ class _Wakeup:
 
     def forcing_signal(self) -> int | None:
         """The signal that made a second stop request, if any."""
-        pairs = ((self.signals, self.signal_times), (self.relayed, self.relayed_times))
-        for (received, times), acknowledged in zip(pairs, self._acknowledged, strict=True):
-            for index in range(acknowledged, len(received)):
-                if received[index] == received[0] and times[index] - times[0] <= COPY_WINDOW:
+        for received, acknowledged in zip((self.signals, self.relayed), self._acknowledged, strict=True):
+            first, first_at = received[0] if received else (None, 0.0)
+            for signum, at in received[acknowledged:]:
+                if signum == first and at - first_at <= COPY_WINDOW:
                     continue  # a copy of the first request
-                return received[index]
+                return signum
         return None
 
     def copy_window_left(self) -> float:
         """Seconds until a repeat of the first stop signal forces the exit (0 once it does)."""
-        firsts = [times[0] for times in (self.signal_times, self.relayed_times) if times]
+        firsts = [received[0][1] for received in (self.signals, self.relayed) if received]
         return max(0.0, min(firsts) + COPY_WINDOW - self._clock()) if firsts else 0.0
 
     def close(self) -> None:
@@ -669,7 +664,7 @@ class Command(BaseCommand):
             while child.returncode is None:  # set by wait() in the reaper, before its wake-up
                 while relayed < len(wake.signals):
                     with contextlib.suppress(OSError):  # the child is gone already
-                        os.write(write_end, bytes([wake.signals[relayed]]))
+                        os.write(write_end, bytes([wake.signals[relayed][0]]))
                     relayed += 1
                 wake.wait()
             reaper.join()

@@ -314,7 +314,7 @@ def test_events_are_paginated(viewer_client, make_node, make_execution, make_eve
 def test_events_count_over_the_limit_is_a_lower_bound(
     viewer_client, make_node, make_execution, make_events, monkeypatch
 ):
-    monkeypatch.setattr(workers_admin, "COUNT_LIMIT", 150)
+    monkeypatch.setattr(workers_admin.EventsFormSet, "count_limit", 150)
     execution = make_execution(make_node())
     make_events(execution, 250)
     page = html(viewer_client.get(execution_url(execution)))

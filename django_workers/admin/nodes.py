@@ -1,0 +1,84 @@
+"""The nodes pages: the ``runworkers`` processes, latest first, with their heartbeat state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.db.models.functions import Now
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+
+from ..models import Node
+from .display import node_state_badge
+from .events import NodeEventsInline
+from .filters import NodeStateFilter
+from .readonly import ReadOnlyAdmin
+
+
+class NodeAdmin(ReadOnlyAdmin):
+    """Nodes (``runworkers`` processes), latest first, with their heartbeat state."""
+
+    list_display = (
+        "hostname",
+        "pid",
+        "started_at",
+        "last_heartbeat",
+        "state_display",
+        "version_display",
+        "executions_link",
+    )
+    list_filter = (NodeStateFilter,)
+    search_fields = ("^hostname",)
+    search_help_text = _("The beginning of a host name.")
+    ordering = ("-started_at",)
+    sortable_by = ()
+    fields = (
+        "id",
+        "hostname",
+        "pid",
+        "version",
+        "state_display",
+        "started_at",
+        "last_heartbeat",
+        "stopped_at",
+        "workers_display",
+        "dropped_events",
+        "executions_link",
+    )
+    readonly_fields = fields
+    inlines = (NodeEventsInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        """With the database clock (``db_now``), which heartbeats are compared with."""
+        queryset: QuerySet[Any] = super().get_queryset(request).annotate(db_now=Now())
+        return queryset
+
+    @admin.display(description=_("state"))
+    def state_display(self, obj: Node) -> SafeString:
+        """Alive, stale or stopped, as a coloured badge."""
+        return node_state_badge(obj)
+
+    @admin.display(description=_("version"))
+    def version_display(self, obj: Node) -> str:
+        """The django-worker-pool version the node ran."""
+        return obj.version
+
+    @admin.display(description=_("executions"))
+    def executions_link(self, obj: Node) -> SafeString:
+        """A link to the executions of this node."""
+        url = reverse("admin:django_workers_execution_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?node__id__exact={}">{}</a>', url, obj.pk, _("executions"))
+
+    @admin.display(description=_("workers"))
+    def workers_display(self, obj: Node) -> SafeString | str:
+        """The workers this process ran, one per line."""
+        workers = obj.workers if isinstance(obj.workers, list) else [obj.workers]
+        if not workers:
+            return "-"
+        names = ((worker.get("name", worker) if isinstance(worker, dict) else worker,) for worker in workers if worker)
+        return format_html('<ul class="dw-workers">{}</ul>', format_html_join("", "<li>{}</li>", names))

@@ -6,14 +6,15 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import KeysView, MutableMapping
-from threading import get_ident
+from collections.abc import MutableMapping
 from time import monotonic
 from typing import Any, Protocol
 
+from .stop import StopFuture, StopSignal
+
 __all__ = [
     "LOGGER_NAME",
-    "StopSignal",
+    "TRACER_PROVIDER_KEY",
     "WorkerContext",
     "WorkerLoggerAdapter",
     "ctx_logger",
@@ -24,94 +25,20 @@ __all__ = [
 
 LOGGER_NAME = "django_workers"
 
+#: Key of ``WorkerContext.extensions`` under which the pool keeps the tracer provider it was given
+#: (``django_workers.tracing.ctx_tracer`` reads it).
+TRACER_PROVIDER_KEY = "tracer_provider"
+
 logger = logging.getLogger(LOGGER_NAME)
 
-_current: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar("django_workers_context", default=None)
+#: The context of the attempt running in this thread or task (set by the supervisor per attempt).
+worker_context: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar(
+    "django_workers_context", default=None
+)
 
 
 class _Heart(Protocol):
     last_beat: float
-
-
-def _wake(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
-
-
-#: A StopSignal forgets its cancelled futures (a ``wait_for(ctx.until_cancelled(), 1)`` loop makes
-#: one a second) when it holds more than four times as many as after the last sweep, and this many:
-#: sweeping costs at most a third of a check per future made, and memory stays bounded.
-_SWEEP_AT = 1024
-
-
-class StopSignal:
-    """The pool's stop, as the tasks on its event loop wait for it without being cancelled.
-
-    :meth:`future` gives a future that :meth:`set` completes with True; :meth:`wait` awaits one
-    with a timeout. ``ctx.until_cancelled()`` and the pool's own deferral and backoff waits use
-    them: ``stop()`` wakes a worker's task suspended on such a future instead of cancelling it
-    (see :meth:`set`). Every method runs on the loop's thread (the pool calls :meth:`set` from a
-    loop callback).
-    """
-
-    __slots__ = ("_cancel", "_sweep_at", "_waiters", "is_set", "loop", "thread_id")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, cancel: threading.Event) -> None:
-        self.loop = loop
-        #: The thread that runs the loop (set by that thread before the loop runs).
-        self.thread_id: int | None = None
-        #: The pool's stop flag, set (by ``stop()``, in its thread) before this signal.
-        self._cancel = cancel
-        self.is_set = False
-        #: The pending futures, in the order they were made (a dict used as an ordered set).
-        self._waiters: dict[asyncio.Future[bool], None] = {}
-        self._sweep_at = _SWEEP_AT
-
-    def set(self) -> KeysView[asyncio.Future[bool]]:
-        """Complete every pending future with True, now and for good (later ones are born done).
-
-        Returns the futures it knew of. A task suspended on one of them (its ``_fut_waiter``) is
-        woken by this call: it will see the stop by itself and needs no cancellation.
-        """
-        self.is_set = True
-        waiters, self._waiters = self._waiters, {}
-        for waiter in waiters:
-            if not waiter.done():  # a cancelled one, or one its timer completed
-                waiter.set_result(True)
-        return waiters.keys()
-
-    def future(self) -> asyncio.Future[bool]:
-        """A future that :meth:`set` completes with True (done already if it was set)."""
-        waiter = self.loop.create_future()
-        if self.is_set:
-            waiter.set_result(True)
-            return waiter
-        waiters = self._waiters
-        waiters[waiter] = None
-        if len(waiters) > self._sweep_at:  # amortised: forget the cancelled ones
-            for done in [w for w in waiters if w.done()]:
-                del waiters[done]
-            self._sweep_at = max(_SWEEP_AT, 4 * len(waiters))
-        return waiter
-
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the signal is set (True) or ``timeout`` seconds have passed (False)."""
-        if self.is_set:
-            return True
-        waiter = self.future()
-        timer = None if timeout is None else self.loop.call_later(timeout, _wake, waiter)
-        try:
-            await waiter
-        except BaseException:  # cancelled: forget the waiter
-            self._waiters.pop(waiter, None)
-            if timer is not None:
-                timer.cancel()
-            raise
-        if timer is not None:  # woken by set() (which forgot every waiter) or by the timer
-            timer.cancel()
-            self._waiters.pop(waiter, None)
-        # The pool's stop flag is set before the signal: a timer that fires in between is a stop too.
-        return self.is_set or self._cancel.is_set()
 
 
 class WorkerLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -187,7 +114,7 @@ class WorkerContext:
         await asyncio.sleep(max(0.0, seconds))
         return self._cancel.is_set()
 
-    def until_cancelled(self) -> asyncio.Future[bool]:
+    def until_cancelled(self) -> StopFuture:
         """Wait until the pool stops: ``await ctx.until_cancelled()`` (True). For async workers.
 
         The asynchronous ``<-ctx.Done()``, and the graceful way for an async worker to stop:
@@ -203,9 +130,7 @@ class WorkerContext:
         ``ctx.cancelled``).
         """
         signal = self._signal
-        # On the loop's thread, the running loop is the pool's: a thread id is cheaper to compare
-        # than asyncio.get_running_loop() is to call (a getpid() system call on Python 3.11).
-        if signal is None or signal.thread_id != get_ident():
+        if signal is None or signal.thread_id != threading.get_ident():
             raise RuntimeError(
                 "ctx.until_cancelled() waits on the pool's event loop, so it works in async workers "
                 "(async def run) only; in a sync worker, use ctx.sleep(seconds) or ctx.cancelled"
@@ -241,22 +166,22 @@ class WorkerContext:
 
 def current_context() -> WorkerContext | None:
     """The context of the worker attempt running in this thread or task, or ``None``."""
-    return _current.get()
+    return worker_context.get()
 
 
 def ctx_logger(ctx: WorkerContext | None = None) -> logging.Logger | WorkerLoggerAdapter:
     """The worker's logger (``ctx.logger``); outside a worker, the plain ``django_workers`` logger."""
-    ctx = ctx if ctx is not None else _current.get()
+    ctx = ctx if ctx is not None else worker_context.get()
     return ctx.logger if ctx is not None else logger
 
 
 def ctx_worker_name(ctx: WorkerContext | None = None) -> str:
     """The running worker's name; ``""`` outside a worker."""
-    ctx = ctx if ctx is not None else _current.get()
+    ctx = ctx if ctx is not None else worker_context.get()
     return ctx.worker_name if ctx is not None else ""
 
 
 def ctx_worker_execution_id(ctx: WorkerContext | None = None) -> str:
     """The running attempt's execution id; ``""`` outside a worker."""
-    ctx = ctx if ctx is not None else _current.get()
+    ctx = ctx if ctx is not None else worker_context.get()
     return ctx.execution_id if ctx is not None else ""

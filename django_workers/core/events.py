@@ -12,8 +12,7 @@ A listener that handles some events only can say which in an ``event_types`` att
 collection of the event classes below, or of their unions): the pool then calls it for those only,
 and does not even build an event that no listener handles. Without it, a listener gets them all.
 
-Events are immutable named tuples (they are built on every attempt, so they must be cheap).
-Dispatch on their type (``match event: case AttemptFailed(): ...``); the unions
+Events are immutable named tuples. Dispatch on their type (``match event: case AttemptFailed(): ...``); the unions
 ``WorkerEvent``, ``ReportedEvent``, ``PoolEvent`` and ``LifecycleEvent`` work with ``isinstance``.
 Every worker event has ``worker``, ``execution_id``, ``attempt`` and ``max_attempts`` (0 when
 unlimited); a reported event also has ``record`` (the line it added to the execution report) and
@@ -22,9 +21,11 @@ unlimited); a reported event also has ``record`` (the line it added to the execu
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from types import UnionType
-from typing import NamedTuple, get_args
+from typing import Any, NamedTuple, get_args
 
 from .execution import Failure, WorkerExecutionEvent, WorkerStatus
 
@@ -34,6 +35,7 @@ __all__ = [
     "AttemptStarted",
     "AttemptSucceeded",
     "AttemptsExhausted",
+    "EventRouter",
     "LifecycleEvent",
     "Listener",
     "PoolEvent",
@@ -236,3 +238,52 @@ def listener_event_types(listener: Listener) -> frozenset[type[LifecycleEvent]]:
                 )
             types.add(event_type)
     return frozenset(types)
+
+
+class EventRouter:
+    """The listeners of one pool, and the delivery of its events to them.
+
+    Each event class has its tuple of listeners (those whose ``event_types`` name it, or all of
+    them for a listener without ``event_types``). :meth:`emit` builds an event only when somebody
+    listens to its class. A listener that raises is logged on ``logger`` and otherwise ignored.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._listeners: tuple[Listener, ...] = ()
+        #: Replaced, never mutated: a publishing thread iterates the tuple it read, undisturbed.
+        self._routes: dict[type[LifecycleEvent], tuple[Listener, ...]] = dict.fromkeys(EVENT_TYPES, ())
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """The subscribed listeners, in subscription order."""
+        return self._listeners
+
+    def add(self, listener: Listener) -> None:
+        """Subscribe ``listener`` to the event classes it declares (all of them by default)."""
+        if not callable(listener):
+            raise TypeError(f"a listener must be a callable taking one event, got {listener!r}")
+        event_types = listener_event_types(listener)
+        with self._lock:
+            self._listeners += (listener,)
+            for event_type in event_types:
+                self._routes[event_type] += (listener,)
+
+    def wants(self, event_type: type[LifecycleEvent]) -> bool:
+        """True when some listener handles events of this class."""
+        return bool(self._routes[event_type])
+
+    def emit(self, event_type: type[LifecycleEvent], *fields: Any) -> None:
+        """Build ``event_type(*fields)`` and deliver it, unless nobody listens to that class."""
+        listeners = self._routes[event_type]
+        if listeners:
+            self.publish(event_type(*fields), listeners)
+
+    def publish(self, event: LifecycleEvent, listeners: tuple[Listener, ...] | None = None) -> None:
+        """Deliver an event already built (to ``listeners``, by default those of its class)."""
+        for listener in self._routes[type(event)] if listeners is None else listeners:
+            try:
+                listener(event)
+            except Exception:
+                self._logger.exception("worker pool listener %r failed on %s", listener, type(event).__name__)

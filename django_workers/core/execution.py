@@ -22,11 +22,17 @@ class WorkerStatus(enum.StrEnum):
 
 
 class WorkerExecutionEvent(NamedTuple):
-    """One timestamped line of a worker's execution report (an immutable named tuple)."""
+    """One timestamped line of a worker's execution report (an immutable named tuple).
+
+    ``str(event)`` is Yokai's ``[<execution id> - <YYYY-MM-DD HH:MM:SS>] <message>`` (UTC).
+    """
 
     execution_id: str
     message: str
     timestamp: datetime  # timezone-aware, UTC
+
+    def __str__(self) -> str:
+        return f"[{self.execution_id} - {self.timestamp:%Y-%m-%d %H:%M:%S}] {self.message}"
 
 
 class WorkerSilenceError(Exception):
@@ -67,7 +73,8 @@ class WorkerExecution:
     """An immutable snapshot of one worker's execution report.
 
     ``id`` is the current attempt's execution id (a new uuid4 string per attempt); ``events``
-    holds the newest events (bounded), oldest first.
+    holds the newest events (bounded), oldest first. What readers need to decide on (attempts
+    exhausted, silent, did not stop in time) are fields, never text to find in the events.
     """
 
     id: str
@@ -85,6 +92,10 @@ class WorkerExecution:
     last_heartbeat: datetime | None = None
     #: True when the running attempt has been silent for longer than ``max_silence``.
     silent: bool = False
+    #: True once the last allowed attempt failed: the worker will not run again.
+    exhausted: bool = False
+    #: True when the worker did not return within ``stop()``'s deadline.
+    timed_out: bool = False
 
     @property
     def last_traceback(self) -> str | None:

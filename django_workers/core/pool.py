@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import contextvars
 import logging
 import math
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterable, Sequence
-from types import FunctionType, MethodType, TracebackType
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
-from .context import LOGGER_NAME, StopSignal
-from .events import EVENT_TYPES, LifecycleEvent, Listener, PoolStarted, PoolStopped, PoolStopping, listener_event_types
+from .context import LOGGER_NAME, TRACER_PROVIDER_KEY
+from .events import EventRouter, Listener, PoolStarted, PoolStopped, PoolStopping
 from .execution import WorkerExecution
-from .supervisor import AttemptHook, Supervisor, uuid4_batch
+from .logs import LoggingListener
+from .loop import EventLoopThread
+from .supervisor import AttemptHook, PoolRuntime, SupervisionPolicy, Supervisor
+from .watchdog import Watchdog
 from .worker import Worker, worker_name
+
+if TYPE_CHECKING:  # types only: the engine imports neither prometheus_client nor opentelemetry
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["DEFAULT_HISTORY_SIZE", "DEFAULT_STOP_TIMEOUT", "WorkerPool"]
 
@@ -53,20 +56,6 @@ def _backoff(name: str, value: object) -> Backoff:
     return value
 
 
-def _await_chain(coro: Any) -> traceback.StackSummary:
-    """Where a suspended coroutine waits: its frame, then each coroutine it awaits, innermost last."""
-    frames = []
-    seen = 0
-    while coro is not None and seen < 100:
-        seen += 1
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
-        if frame is None:
-            break
-        frames.append((frame, frame.f_lineno))
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
-    return traceback.StackSummary.extract(iter(frames))
-
-
 class WorkerPool:
     """Runs registered workers concurrently and supervises them.
 
@@ -77,6 +66,12 @@ class WorkerPool:
 
     ``listeners`` receive the typed lifecycle events of :mod:`django_workers.core.events`;
     ``attempt_hooks`` wrap every attempt (see :data:`~django_workers.core.supervisor.AttemptHook`).
+    The pool logs every lifecycle event on the ``django_workers`` logger (``log=False`` to opt
+    out), counts into ``metrics`` (a :class:`django_workers.metrics.WorkerMetrics`, or any
+    listener) when one is given, and opens one OpenTelemetry span per attempt when ``tracing`` is
+    true (by default: when a ``tracer_provider`` is given, which is then also annotated by
+    :func:`django_workers.tracing.annotate_tracer_provider`; otherwise the global provider is used,
+    and never set).
     """
 
     def __init__(
@@ -88,6 +83,10 @@ class WorkerPool:
         history_size: int = DEFAULT_HISTORY_SIZE,
         listeners: Iterable[Listener] = (),
         attempt_hooks: Iterable[AttemptHook] = (),
+        log: bool = True,
+        metrics: Listener | None = None,
+        tracer_provider: TracerProvider | None = None,
+        tracing: bool | None = None,
     ) -> None:
         self.deferred_start_threshold = _seconds("deferred_start_threshold", deferred_start_threshold)
         self.max_executions_attempts = _attempts("max_executions_attempts", max_executions_attempts)
@@ -96,39 +95,44 @@ class WorkerPool:
         if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
             raise ValueError(f"history_size must be an int >= 1 (events kept per worker), got {history_size!r}")
         self.history_size = history_size
-        self._lock = threading.RLock()
-        #: Guards the execution reports of all the pool's workers (see Supervisor). One lock, not
-        #: one per worker: its critical sections are a few stores, and a lock that stays in the
-        #: CPU cache is cheaper to take than ten thousand that do not.
-        self._state_lock = threading.Lock()
-        self._listeners: list[Listener] = []
-        #: What to call for each event class, in subscription order (see add_listener), and the
-        #: listener each of those calls belongs to.
-        self._routes: dict[type, tuple[Listener, ...]] = dict.fromkeys(EVENT_TYPES, ())
-        self._listener_of: dict[int, Listener] = {}
-        for listener in listeners:
-            self.add_listener(listener)
-        #: Shared, read-only objects that every WorkerContext exposes as ``ctx.extensions``.
-        self._extensions: dict[str, Any] = {}
-        self._attempt_hooks: tuple[AttemptHook, ...] = tuple(attempt_hooks)
-        for hook in self._attempt_hooks:
+        hooks = tuple(attempt_hooks)
+        for hook in hooks:
             if not callable(hook):
                 raise TypeError(f"attempt hooks must be callables returning a context manager, got {hook!r}")
-        #: The stop signal shared by every worker (``ctx.cancelled``, ``ctx.sleep``, waits).
-        self._cancel = threading.Event()
-        self._watchdog: threading.Thread | None = None
-        self._watch_wakeup = threading.Event()
+        extensions: dict[str, Any] = {}
+        if tracing or (tracing is None and tracer_provider is not None):
+            # Optional dependency: the tracing module imports opentelemetry-api (ImportError with a pip hint).
+            from .tracing import annotate_tracer_provider, attempt_span_hook  # noqa: PLC0415
+
+            hooks = (attempt_span_hook(tracer_provider), *hooks)  # first: its span is current for the others
+            if tracer_provider is not None and hasattr(tracer_provider, "add_span_processor"):
+                annotate_tracer_provider(tracer_provider)  # idempotent
+        if tracer_provider is not None:
+            extensions[TRACER_PROVIDER_KEY] = tracer_provider  # read by ctx_tracer()
+        self._metrics = metrics
+        self._tracer_provider = tracer_provider
+        self._lock = threading.RLock()
+        self._runtime = PoolRuntime(
+            cancel=threading.Event(),
+            events=EventRouter(logger),
+            state_lock=threading.Lock(),
+            on_finished=self._worker_finished,
+            attempt_hooks=hooks,
+            extensions=extensions,
+        )
+        if log:
+            self.add_listener(LoggingListener())
+        for listener in listeners:
+            self.add_listener(listener)
+        if metrics is not None:
+            self.add_listener(metrics)
         self._supervisors: dict[str, Supervisor] = {}
         #: The launched sync workers (a thread each), in launch order: what stop() joins.
         self._threaded: list[Supervisor] = []
+        self._watchdog: Watchdog | None = None
         self._started = False
         self._stopping = False
         self._base_context: contextvars.Context | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        #: The stop signal as async workers wait for it on the loop (exists with the loop).
-        self._signal: StopSignal | None = None
-        self._loop_thread: threading.Thread | None = None
-        self._loop_closing = False
         self._running = 0
         self._idle = threading.Condition(self._lock)
 
@@ -140,19 +144,7 @@ class WorkerPool:
         All of them, or those of the classes in its ``event_types`` attribute, if it has one
         (see :mod:`django_workers.core.events`).
         """
-        if not callable(listener):
-            raise TypeError(f"a listener must be a callable taking one event, got {listener!r}")
-        event_types = listener_event_types(listener)
-        # An object with a __call__ method is routed as its bound method: calling that directly
-        # skips the lookup of __call__ that calling the object does on every event.
-        method = getattr(type(listener), "__call__", None)  # noqa: B004 - not a callability test
-        call = MethodType(method, listener) if isinstance(method, FunctionType) else listener
-        with self._lock:
-            self._listeners.append(listener)
-            self._listener_of[id(call)] = listener  # by id: a listener need not be hashable
-            # Replaced, not mutated: a publishing thread iterates the tuple it read, undisturbed.
-            for event_type in event_types:
-                self._routes[event_type] += (call,)
+        self._runtime.events.add(listener)
 
     def register(
         self,
@@ -176,17 +168,6 @@ class WorkerPool:
         Returns the pool, so calls can be chained.
         """
         name = worker_name(worker)
-        deferred = (
-            self.deferred_start_threshold
-            if deferred_start_threshold is None
-            else _seconds("deferred_start_threshold", deferred_start_threshold)
-        )
-        attempts = (
-            self.max_executions_attempts
-            if max_executions_attempts is None
-            else _attempts("max_executions_attempts", max_executions_attempts)
-        )
-        backoff = self.restart_backoff if restart_backoff is None else _backoff("restart_backoff", restart_backoff)
         silence = None if max_silence is None else _seconds("max_silence", max_silence)
         if silence == 0:
             raise ValueError("max_silence must be > 0 seconds (None disables hang detection)")
@@ -194,21 +175,31 @@ class WorkerPool:
             raise TypeError(f"restart_on_silence must be a bool, got {restart_on_silence!r}")
         if restart_on_silence and silence is None:
             raise ValueError("restart_on_silence needs max_silence (the silence after which to restart)")
+        policy = SupervisionPolicy(
+            deferred_start_threshold=self.deferred_start_threshold
+            if deferred_start_threshold is None
+            else _seconds("deferred_start_threshold", deferred_start_threshold),
+            max_executions_attempts=self.max_executions_attempts
+            if max_executions_attempts is None
+            else _attempts("max_executions_attempts", max_executions_attempts),
+            restart_backoff=self.restart_backoff
+            if restart_backoff is None
+            else _backoff("restart_backoff", restart_backoff),
+            history_size=self.history_size,
+            max_silence=silence,
+            restart_on_silence=restart_on_silence,
+        )
         with self._lock:
             if name in self._supervisors:
                 raise ValueError(f"a worker named {name!r} is already registered; worker names must be unique")
             if self._stopping:
                 raise RuntimeError(f"cannot register worker {name!r}: the pool is stopped")
-            supervisor = Supervisor(
-                self, worker, name, deferred, attempts, backoff, self.history_size, silence, restart_on_silence
-            )
-            self._supervisors[name] = supervisor
+            supervisor = self._supervisors[name] = Supervisor(self._runtime, worker, name, policy)
             launch = self._started
             if launch:
                 self._running += 1
         if launch:  # outside the lock: listeners never run under it
             self._launch([supervisor])
-            self._watch_wakeup.set()
         return self
 
     # -- reading ------------------------------------------------------------------------------
@@ -235,7 +226,22 @@ class WorkerPool:
     @property
     def listeners(self) -> tuple[Listener, ...]:
         """The subscribed listeners, in subscription order."""
-        return tuple(self._listeners)
+        return self._runtime.events.listeners
+
+    @property
+    def attempt_hooks(self) -> tuple[AttemptHook, ...]:
+        """The hooks wrapping every attempt, outermost first (the span of a tracing pool first)."""
+        return self._runtime.attempt_hooks
+
+    @property
+    def metrics(self) -> Listener | None:
+        """The metrics (a :class:`~django_workers.metrics.WorkerMetrics`) this pool counts into, or ``None``."""
+        return self._metrics
+
+    @property
+    def tracer_provider(self) -> TracerProvider | None:
+        """The OpenTelemetry tracer provider given to the pool; ``None``: the global one is used."""
+        return self._tracer_provider
 
     @property
     def started(self) -> bool:
@@ -261,127 +267,75 @@ class WorkerPool:
             self._started = True
             self._base_context = contextvars.copy_context()
             supervisors = list(self._supervisors.values())
-            names = tuple(self._supervisors)
             self._running += len(supervisors)
         # Outside the lock: listeners never run under it.
-        self._publish(PoolStarted(names))
+        self._runtime.events.publish(PoolStarted(tuple(s.name for s in supervisors)))
         self._launch(supervisors)
 
     def _launch(self, supervisors: Sequence[Supervisor]) -> None:
         # Called without the lock; each supervisor is launched exactly once (by start() or register()).
-        assert self._base_context is not None
         base = self._base_context
-        async_ones: list[Supervisor] = []
+        assert base is not None
         threads: list[threading.Thread] = []
-        watched = False
-        for supervisor, execution_id in zip(supervisors, uuid4_batch(len(supervisors)), strict=True):
-            supervisor.prepare(execution_id)
-            if supervisor.max_silence is not None:
-                watched = True
+        async_ones: list[Supervisor] = []
+        for supervisor in supervisors:
+            supervisor.prepare()
             if supervisor.is_async:
                 async_ones.append(supervisor)
-                continue
-            # The first attempt (unless deferred) begins here, before its thread exists: the new
-            # thread then only runs it. A new thread that first did the bookkeeping kept the GIL
-            # for microseconds after Thread.start() had woken this thread, which then had to wait
-            # to be woken a second time, for every worker (benchmark 2 of bench_core.py: about
-            # 1.3x -> 1.1x the raw threads on Python 3.13). And start() returns with the workers
-            # already "running".
-            first = None if supervisor.deferred_start_threshold else supervisor.begin_attempt()
-            thread = threading.Thread(
-                target=supervisor.drive_sync,
-                args=(base, first),
-                name=supervisor.label,
-                daemon=True,  # a worker that ignores cancellation must not keep the process alive
-            )
-            supervisor.thread = thread
-            threads.append(thread)
-            self._threaded.append(supervisor)  # list.append is atomic: no lock needed
+            else:
+                threads.append(supervisor.launch_thread(base))
+                self._threaded.append(supervisor)  # list.append is atomic: no lock needed
         # All created, then all started: creating a thread between two starts made the new
-        # threads and this one trade the GIL more (benchmark 2 of bench_core.py: 1.3x -> 1.1x).
+        # threads and this one trade the GIL more (benchmark 2 of bench_core.py misses without it).
         for thread in threads:
             thread.start()
         if async_ones:
-            with self._lock:
-                loop = self._ensure_loop()
-            loop.call_soon_threadsafe(self._create_tasks, async_ones)
-        if watched:
-            with self._lock:
-                if self._watchdog is None and not self._stopping:
-                    self._watchdog = threading.Thread(target=self._watch, name="worker-pool:watchdog", daemon=True)
-                    self._watchdog.start()
+            loop = self._event_loop()
+            loop.call(self._create_tasks, async_ones, base)
+        if any(s.policy.max_silence is not None for s in supervisors):
+            self._watch()
+
+    def _event_loop(self) -> EventLoopThread:
+        with self._lock:
+            loop = self._runtime.loop
+            if loop is None:
+                loop = self._runtime.loop = EventLoopThread(self._runtime.cancel)
+                loop.start()
+        return loop
+
+    @staticmethod
+    def _create_tasks(supervisors: Sequence[Supervisor], base: contextvars.Context) -> None:
+        for supervisor in supervisors:  # on the loop thread
+            supervisor.create_task(base)
 
     def _watch(self) -> None:
-        """The watchdog: reports (and maybe cancels) attempts silent for longer than max_silence.
+        with self._lock:
+            if self._stopping:
+                return
+            if self._watchdog is None:
+                self._watchdog = Watchdog(self._watched, self._runtime.cancel)
+                self._watchdog.start()
+            watchdog = self._watchdog
+        watchdog.wake()
 
-        It sleeps until the earliest moment a watched attempt could become silent; heartbeats do
-        not wake it (it re-reads them when it wakes), registrations and stop() do.
-        """
-        while not self._cancel.is_set():
-            now = time.monotonic()
-            wake_at = now + 60.0
-            with self._lock:
-                watched = [s for s in self._supervisors.values() if s.max_silence is not None]
-            for supervisor in watched:
-                due = supervisor.check_silence(now)
-                if due is not None:
-                    wake_at = min(wake_at, due)
-                elif supervisor.max_silence is not None:
-                    # Not running yet (or already reported): look again within its max_silence.
-                    wake_at = min(wake_at, now + supervisor.max_silence)
-            self._watch_wakeup.wait(max(0.001, wake_at - time.monotonic()))
-            self._watch_wakeup.clear()
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
-
-            def run() -> None:
-                signal.thread_id = threading.get_ident()
-                asyncio.set_event_loop(loop)
-                loop.call_soon(ready.set)
-                try:
-                    loop.run_forever()
-                finally:
-                    asyncio.set_event_loop(None)
-
-            signal = StopSignal(loop, self._cancel)
-            thread = threading.Thread(target=run, name="worker-pool:event-loop", daemon=True)
-            self._loop, self._loop_thread, self._signal = loop, thread, signal
-            thread.start()
-            ready.wait()
-        return self._loop
-
-    def _create_tasks(self, batch: list[Supervisor]) -> None:
-        # Runs on the loop thread.
-        assert self._loop is not None and self._base_context is not None
-        create_task, base = self._loop.create_task, self._base_context
-        for supervisor in batch:
-            supervisor.task = create_task(supervisor.drive_async(), name=supervisor.label, context=base.copy())
+    def _watched(self) -> list[Supervisor]:
+        with self._lock:
+            return [s for s in self._supervisors.values() if s.policy.max_silence is not None]
 
     def _cancel_tasks(self) -> None:
-        # Runs on the loop thread. First the signal: a task suspended on one of its futures
-        # (ctx.until_cancelled(), the pool's own deferral and backoff waits) is woken, and sees
-        # the stop by itself. Every other task is cancelled: its worker sees CancelledError where
-        # it awaits. Which future a task is suspended on is asyncio's Task._fut_waiter; a task
-        # without it is cancelled, the behaviour for everything but the signal.
-        # A task that has not started yet is left alone: it will see the stop signal and end
-        # without an attempt (a task cancelled before its first step would never run at all).
-        assert self._signal is not None
-        woken = self._signal.set()
-        for supervisor in list(self._supervisors.values()):
-            task = supervisor.task
-            if (
-                task is not None
-                and getattr(task, "_fut_waiter", None) not in woken
-                and supervisor.task_started
-                and not task.done()
-            ):
-                task.cancel()
+        # On the loop thread. First the signal: a task suspended on one of its futures
+        # (ctx.until_cancelled(), the pool's own deferral and backoff waits) is woken and sees the
+        # stop by itself. Every other started task is cancelled: its worker sees CancelledError.
+        loop = self._runtime.loop
+        assert loop is not None
+        woken = loop.signal.set()
+        with self._lock:
+            supervisors = list(self._supervisors.values())
+        for supervisor in supervisors:
+            supervisor.cancel_task(woken)
 
     def _worker_finished(self, supervisor: Supervisor) -> None:
-        with self._lock:  # the lock of the _idle condition (a cheaper way in than the condition's)
+        with self._lock:
             supervisor.done = True
             self._running -= 1
             if self._running <= 1:  # 1: stop() called by the last worker running waits for the others
@@ -403,7 +357,8 @@ class WorkerPool:
         before ``start()`` is a no-op. Nothing restarts once ``stop()`` is called.
         """
         timeout = self.stop_timeout if timeout is None else _seconds("timeout", timeout)
-        if self._loop_thread is not None and threading.current_thread() is self._loop_thread:
+        loop = self._runtime.loop
+        if loop is not None and loop.in_loop_thread():
             raise RuntimeError(
                 "stop() waits for the workers, so it cannot run on the pool's event loop (it would block "
                 "every async worker); from an async worker, call: await asyncio.to_thread(pool.stop)"
@@ -416,17 +371,17 @@ class WorkerPool:
             self._stopping = True
             supervisors = list(self._supervisors.values())
             threaded = list(self._threaded)
-            names = tuple(self._supervisors)
+        names = tuple(s.name for s in supervisors)
         if first_call:
-            self._publish(PoolStopping(names, timeout))
-            self._cancel.set()
-            self._watch_wakeup.set()
+            self._runtime.events.publish(PoolStopping(names, timeout))
+            self._runtime.cancel.set()
+            if self._watchdog is not None:
+                self._watchdog.wake()
             for supervisor in threaded:
-                if supervisor.attempt_cancel is not None:
-                    supervisor.attempt_cancel.set()
-            if self._loop is not None:  # async workers were launched
-                with contextlib.suppress(RuntimeError):  # the loop was closed by an earlier stop
-                    self._loop.call_soon_threadsafe(self._cancel_tasks)
+                supervisor.interrupt()
+            loop = self._runtime.loop
+            if loop is not None:  # async workers were launched
+                loop.call(self._cancel_tasks)
         current = threading.current_thread()
         # A worker calling stop() (or a listener, in its thread) cannot wait for itself. Only sync
         # workers have threads: async ones are never "own", and leave no thread to join.
@@ -444,52 +399,14 @@ class WorkerPool:
         if not_stopped:
             frames = sys._current_frames()
             for supervisor in not_stopped:
-                if not supervisor.timed_out:
-                    supervisor.time_out(timeout, self._stack_of(supervisor, frames))
-        if not any(s.is_async for s in not_stopped):
-            self._close_loop(deadline)
-        if self._watchdog is not None and self._watchdog is not current:
+                supervisor.time_out(timeout, supervisor.stack(frames))
+        loop = self._runtime.loop
+        if loop is not None and not any(s.is_async for s in not_stopped):
+            loop.close(deadline)
+        if self._watchdog is not None:
             self._watchdog.join(max(0.0, deadline - time.monotonic()))
-        self._publish(PoolStopped(names, tuple(s.name for s in not_stopped)))
+        self._runtime.events.publish(PoolStopped(names, tuple(s.name for s in not_stopped)))
         return [s.name for s in not_stopped]
-
-    def _stack_of(self, supervisor: Supervisor, frames: dict[int, Any]) -> str:
-        if supervisor.thread is not None and supervisor.thread.ident in frames:
-            return "".join(traceback.format_stack(frames[supervisor.thread.ident]))
-        task, loop_thread = supervisor.task, self._loop_thread
-        if task is None:
-            return "(no stack available)\n"
-        running = asyncio.current_task(self._loop)  # read from another thread: a snapshot
-        if running is task and loop_thread is not None and loop_thread.ident in frames:
-            # The task is not suspended: it blocks the event loop itself.
-            return "blocking the event loop at:\n" + "".join(traceback.format_stack(frames[loop_thread.ident]))
-        return "".join(traceback.format_list(_await_chain(task.get_coro())))
-
-    def _close_loop(self, deadline: float) -> None:
-        with self._lock:
-            loop, thread = self._loop, self._loop_thread
-            if loop is None or thread is None:
-                return
-            first = not self._loop_closing
-            self._loop_closing = True
-        if first:
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(max(0.1, deadline - time.monotonic()))
-        if first and not thread.is_alive():
-            loop.close()
-
-    def _publish(self, event: LifecycleEvent) -> None:
-        self._dispatch(self._routes[type(event)], event)
-
-    def _dispatch(self, calls: tuple[Listener, ...], event: LifecycleEvent) -> None:
-        # ``calls`` is ``self._routes[type(event)]``, which the supervisor has read already (to
-        # build no event that nobody handles).
-        for call in calls:
-            try:
-                call(event)
-            except Exception:
-                listener = self._listener_of.get(id(call), call)
-                logger.exception("worker pool listener %r failed on %s", listener, type(event).__name__)
 
     # -- context manager ------------------------------------------------------------------------
 

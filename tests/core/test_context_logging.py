@@ -9,7 +9,6 @@ import threading
 
 import pytest
 
-import django_workers
 from django_workers import WorkerLogFilter
 from django_workers.core import (
     WorkerContext,
@@ -22,7 +21,6 @@ from django_workers.core import (
 from tests.core.engine_support import AsyncFnWorker, FnWorker, RecordCollector, collect_logs
 
 KINDS = ["sync", "async"]
-LoggingPool = django_workers.WorkerPool
 
 CALLER_VALUE: contextvars.ContextVar[str] = contextvars.ContextVar("caller_value", default="unset")
 PER_ATTEMPT: contextvars.ContextVar[str | None] = contextvars.ContextVar("per_attempt", default=None)
@@ -174,7 +172,6 @@ def test_pool_records_about_a_worker_carry_its_attributes(harness, kind: str) ->
 
     pool = harness.pool(
         make_worker(kind, "w", raising_in_the_worker_body),
-        cls=LoggingPool,
         max_executions_attempts=2,
         deferred_start_threshold=0.01,
     )
@@ -205,7 +202,7 @@ def test_pool_records_about_a_worker_carry_its_attributes(harness, kind: str) ->
 
 
 def test_pool_logging_can_be_turned_off(harness) -> None:
-    pool = harness.pool(FnWorker("w"), cls=LoggingPool, log=False)
+    pool = harness.pool(FnWorker("w"), log=False)
     with collect_logs() as logs:
         pool.start()
         assert pool.wait(5)
@@ -220,7 +217,7 @@ def test_workers_left_running_at_stop_are_logged_at_error_even_when_info_is_off(
         entered.set()
         gate.wait()  # ignores the stop
 
-    pool = harness.pool(FnWorker("stuck", body), cls=LoggingPool)
+    pool = harness.pool(FnWorker("stuck", body))
     with collect_logs(level=logging.WARNING) as logs:
         pool.start()
         assert entered.wait(5)

@@ -363,7 +363,7 @@ def test_listener_sees_the_deferral_and_exhaustion(harness) -> None:
 
 def test_add_listener(harness) -> None:
     log = EventLog()
-    pool = harness.pool(FnWorker("w"))
+    pool = harness.pool(FnWorker("w"), log=False)
     pool.add_listener(log)
     assert pool.listeners == (log,)
     pool.start()
@@ -460,7 +460,7 @@ def test_an_object_listener_unhashable_and_failing_is_named_in_the_log(harness) 
                 raise RuntimeError("strict listener")
 
     strict = Strict()
-    pool = harness.pool(FnWorker("w"), listeners=[strict])
+    pool = harness.pool(FnWorker("w"), listeners=[strict], log=False)
     with collect_logs() as logs:
         pool.start()
         assert pool.wait(5)

@@ -9,7 +9,6 @@ import uuid
 import pytest
 
 from django_workers.core import Backoff, Worker, WorkerExecution, WorkerPool, WorkerStatus
-from django_workers.core.supervisor import uuid4_batch
 from tests.core.engine_support import AsyncFnWorker, EventLog, FnWorker, failing, messages, until_cancelled, wait_for
 
 # -- construction and registration ------------------------------------------------------------
@@ -477,13 +476,15 @@ def test_every_attempt_has_a_new_uuid4(harness) -> None:
         assert event.execution_id == current
 
 
-@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 1000])
-def test_uuid4_batch_gives_distinct_canonical_version_4_ids(count: int) -> None:
-    ids = uuid4_batch(count)
-    again = uuid4_batch(count)
-    assert len(ids) == count == len(set(ids))
-    assert not set(ids) & set(again)
-    for text in ids:
+@pytest.mark.parametrize("count", [1, 17, 300])
+def test_execution_ids_are_distinct_canonical_version_4_uuids(harness, count: int) -> None:
+    pool = harness.pool(*(failing("sync", f"w{i}") for i in range(count)), max_executions_attempts=3)
+    pool.start()
+    assert pool.wait(30)
+    ids = [event.execution_id for execution in pool.executions().values() for event in execution.events]
+    distinct = set(ids)
+    assert len(distinct) == 3 * count  # one per attempt, every attempt's events share it
+    for text in distinct:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
 

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-import django_workers
 from django_workers.core import Backoff, WorkerStatus
 from django_workers.core.events import PoolStopped, WorkerRestarting, WorkerStopTimedOut
 from tests.core.engine_support import (
@@ -25,7 +24,6 @@ from tests.core.engine_support import (
 )
 
 KINDS = ["sync", "async"]
-LoggingPool = django_workers.WorkerPool  # the public pool: the engine plus the logging listener
 
 
 # -- deferred start ------------------------------------------------------------------------------
@@ -115,6 +113,7 @@ def test_restarting_event_is_written_before_the_backoff_wait(harness, kind: str)
     execution = pool.execution("w")
     assert messages(execution)[-1] == "restarting after error"
     assert execution.status is WorkerStatus.ERROR
+    wait_for(lambda: log.of(WorkerRestarting, "w"))  # published right after the report changed
     (restarting,) = log.of(WorkerRestarting, "w")
     assert restarting.delay == 30
     assert worker.calls == 1
@@ -242,9 +241,7 @@ def test_worker_ignoring_cancellation_is_reported_and_its_stack_logged(harness) 
         stuck_in_a_blocking_call(gate)
 
     log = EventLog()
-    pool = harness.pool(
-        FnWorker("stuck", body), until_cancelled("sync", "polite", polite_started), cls=LoggingPool, listeners=[log]
-    )
+    pool = harness.pool(FnWorker("stuck", body), until_cancelled("sync", "polite", polite_started), listeners=[log])
     with collect_logs() as logs:
         pool.start()
         assert entered.wait(5) and polite_started.wait(5)
@@ -293,7 +290,6 @@ def test_async_worker_ignoring_cancellation_is_reported_with_its_stack(harness) 
     pool = harness.pool(
         AsyncFnWorker("stuck", abody),
         until_cancelled("async", "polite", polite_started),
-        cls=LoggingPool,
         listeners=[log],
     )
     with collect_logs() as logs:

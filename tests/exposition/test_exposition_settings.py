@@ -341,7 +341,7 @@ def test_tracing_without_a_provider_uses_the_global_one_and_sets_nothing() -> No
     with override_settings(WORKERS=workers()):
         pool = build_pool()
     assert pool.tracer_provider is None
-    hooks = [hook for hook in pool._attempt_hooks if isinstance(hook, AttemptSpanHook)]
+    hooks = [hook for hook in pool.attempt_hooks if isinstance(hook, AttemptSpanHook)]
     assert len(hooks) == 1 and hooks[0].tracer_provider is None
 
 
@@ -350,7 +350,7 @@ def test_disabled_tracing_has_no_span_hook_and_calls_no_factory() -> None:
     with override_settings(WORKERS=workers(TRACING={"ENABLED": False, "PROVIDER": PROVIDER})):
         pool = build_pool()
     assert pool.tracer_provider is None
-    assert not any(isinstance(hook, AttemptSpanHook) for hook in pool._attempt_hooks)
+    assert not any(isinstance(hook, AttemptSpanHook) for hook in pool.attempt_hooks)
     assert exposition_workers.CALLS["memory_provider"] == before
 
 

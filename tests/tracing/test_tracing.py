@@ -70,18 +70,14 @@ def traced() -> Iterator[Traced]:
 
 
 class Pools:
-    """Builds engine pools for one test and stops every one of them at teardown."""
+    """Builds pools for one test and stops every one of them at teardown."""
 
     def __init__(self) -> None:
         self.pools: list[WorkerPool] = []
 
     def __call__(self, *workers: Worker, provider: Any = None, hook: bool = True, **kwargs: Any) -> WorkerPool:
         kwargs.setdefault("restart_backoff", Backoff(initial=0))
-        if hook:
-            kwargs["attempt_hooks"] = [attempt_span_hook(provider)]
-        pool = WorkerPool(**kwargs)
-        if provider is not None:
-            pool._extensions[TRACER_PROVIDER_KEY] = provider  # what django_workers.pool.WorkerPool does
+        pool = WorkerPool(tracer_provider=provider, tracing=hook, **kwargs)
         for worker in workers:
             pool.register(worker)
         self.pools.append(pool)
@@ -509,7 +505,7 @@ def test_ctx_tracer_inside_a_worker_uses_the_pool_provider(kind: str, traced: Tr
     assert span.instrumentation_scope is not None
     assert span.instrumentation_scope.name == TRACER_NAME
     assert tracers[0] is tracers[1]  # cached per provider
-    assert tracers[0] is tracing._tracer_of(traced.tp)
+    assert tracers[0] is tracing.tracer_of(traced.tp)
 
 
 def test_ctx_tracer_with_an_explicit_context_from_another_thread(traced: Traced) -> None:
@@ -521,7 +517,7 @@ def test_ctx_tracer_with_an_explicit_context_from_another_thread(traced: Traced)
 def test_ctx_tracer_outside_a_worker_or_without_a_pool_provider_is_the_global_tracer(
     traced: Traced, pools: Pools
 ) -> None:
-    global_tracer = tracing._tracer_of(trace.get_tracer_provider())
+    global_tracer = tracing.tracer_of(trace.get_tracer_provider())
     assert ctx_tracer() is global_tracer
     seen: list[trace.Tracer] = []
     pool = pools(worker("sync", "w", lambda ctx: seen.append(ctx_tracer())), hook=False)  # no provider
@@ -617,5 +613,8 @@ def test_importing_without_opentelemetry_says_how_to_install_it(monkeypatch: pyt
             monkeypatch.setitem(sys.modules, name, None)  # type: ignore[arg-type]
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # type: ignore[arg-type]
     monkeypatch.delitem(sys.modules, "django_workers.tracing")
+    monkeypatch.delitem(sys.modules, "django_workers.core.tracing")
     with pytest.raises(ImportError, match=r"pip install django-worker-pool\[tracing\]"):
         importlib.import_module("django_workers.tracing")
+    with pytest.raises(ImportError, match=r"pip install django-worker-pool\[tracing\]"):
+        WorkerPool(tracing=True)  # a pool asked to trace says how to install what it needs

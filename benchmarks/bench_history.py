@@ -240,7 +240,7 @@ def frozen() -> None:
 
 def throughput_ours(n: int) -> float:
     from django_workers import WorkerPool
-    from django_workers.recorder import HistoryRecorder
+    from django_workers.history import HistoryRecorder
 
     recorder = HistoryRecorder(buffer_size=n + 10, heartbeat_interval=3600, retention_days=None)
     events, _ = failing_worker_events(n, recorder.node_id)
@@ -338,7 +338,7 @@ def bench_throughput(p: Params) -> list[Row]:
 
 def attempts(n: int, history: bool, stats: dict[str, int]) -> float:
     from django_workers import Backoff, Worker, WorkerContext, WorkerPool
-    from django_workers.recorder import HistoryRecorder
+    from django_workers.history import HistoryRecorder
 
     class FailingWorker(Worker):
         name = "failing"
@@ -379,7 +379,7 @@ def attempts(n: int, history: bool, stats: dict[str, int]) -> float:
 
 def listener_cost(calls: int = 200_000) -> float:
     """Seconds per call of the recorder's listener (not started: nothing drains the deque)."""
-    from django_workers.recorder import HistoryRecorder
+    from django_workers.history import HistoryRecorder
 
     recorder = HistoryRecorder(buffer_size=calls + 10, batch_size=calls + 5)
     events, _ = failing_worker_events(3, uuid.uuid4())

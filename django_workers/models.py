@@ -1,6 +1,6 @@
 """Execution history: one row per ``runworkers`` process, per execution attempt and per event.
 
-Written by :mod:`django_workers.recorder` when ``WORKERS["HISTORY"]["ENABLED"]`` is true, read by
+Written by :mod:`django_workers.history` when ``WORKERS["HISTORY"]["ENABLED"]`` is true, read by
 the admin, the health check and other hosts. Field choices and defaults are constants, never
 derived from settings, so changing settings never makes migrations appear in a project.
 """

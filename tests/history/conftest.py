@@ -27,9 +27,9 @@ from django.db import connections
 
 from django_workers import Backoff, WorkerPool
 from django_workers.core.events import LifecycleEvent, ReportedEvent
-from django_workers.recorder import HistoryRecorder
-from tests.commands.conftest import start  # noqa: F401 - the runworkers factory of tests/commands, a fixture here
-from tests.commands.runworkers_process import MANAGE, ROOT, SETTINGS
+from django_workers.history import HistoryRecorder
+from tests.runner.conftest import start  # noqa: F401 - the runworkers factory of tests/runner, a fixture here
+from tests.runner.runworkers_process import MANAGE, ROOT, SETTINGS
 
 POSTGRESQL = bool(os.environ.get("DATABASE_URL"))
 
@@ -177,7 +177,7 @@ def switchable(request: pytest.FixtureRequest, django_db_setup: None) -> Iterato
 
 
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment that tests/commands' ``start`` fixture gives runworkers (for other commands)."""
+    """The environment that tests/runner's ``start`` fixture gives runworkers (for other commands)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(str(path) for path in (ROOT, ROOT / "testproject")),

@@ -13,8 +13,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from django_workers.history import PruneCounts, count_prunable, prune_step
 from django_workers.models import Execution, ExecutionEvent, Node
-from django_workers.recorder import PruneCounts, count_prunable, prune_step
 from tests.conftest import wait_for
 from tests.history.conftest import Scene
 

@@ -358,7 +358,7 @@ def test_the_traceback_is_formatted_by_the_writer_not_the_worker(scene: Scene) -
 
 
 def test_the_recorder_touches_no_database_before_its_thread_runs() -> None:
-    from django_workers.recorder import HistoryRecorder
+    from django_workers.history import HistoryRecorder
 
     recorder = HistoryRecorder("no-such-alias")  # constructing it needs no database, nor a valid alias
     assert recorder.flush(0.1) is False  # not started

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from django_workers.models import Execution, ExecutionEvent, Node
-from tests.commands.runworkers_process import RunworkersProcess, StartRunworkers, W, wait_until
 from tests.history.conftest import ProcessDatabase, history_workers
+from tests.runner.runworkers_process import RunworkersProcess, StartRunworkers, W, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from django_workers import conf
-from django_workers.conf import HistorySettings, WorkersSettings, build_pool, build_services
-from django_workers.recorder import HistoryRecorder
+from django_workers import settings as conf
+from django_workers.history import HistoryRecorder
+from django_workers.runtime import build_pool, build_services
+from django_workers.settings import HistorySettings, WorkersSettings
 
 
 def validate(history: Any) -> conf.SettingsValidation:

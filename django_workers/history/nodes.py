@@ -1,0 +1,214 @@
+"""The node: one row per recording process, kept alive by heartbeats, closed on stop.
+
+A node whose heartbeat stopped (``kill -9``, a lost host) leaves attempts open; any other node
+closes them as ``error`` once the heartbeat is older than the grace period (:func:`close_orphans`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.db.models.functions import Now
+
+from .. import __version__
+from ..core.context import LOGGER_NAME
+from ..models import Execution, ExecutionEvent, ExecutionStatus, Node
+
+if TYPE_CHECKING:
+    from ..observability.metrics import WorkerMetrics
+
+__all__ = ["NodeRow", "close_orphans"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+#: The statuses of an attempt that may still change (with no finish time: open).
+OPEN: Final = (ExecutionStatus.RUNNING.value, ExecutionStatus.DEFERRED.value)
+
+
+class NodeRow:
+    """The row of this process's node, as the writer thread keeps it (only that thread calls it).
+
+    :meth:`register` creates it, :meth:`beat` heartbeats it with the database clock and closes the
+    attempts of lost nodes every ``heartbeat_interval`` seconds, :meth:`finalize` marks it stopped.
+    """
+
+    def __init__(
+        self,
+        database: str,
+        node_id: uuid.UUID,
+        hostname: str,
+        pid: int,
+        *,
+        heartbeat_interval: float,
+        orphan_grace: float,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.database = database
+        self.node_id = node_id
+        self.hostname = hostname
+        self.pid = pid
+        self.heartbeat_interval = heartbeat_interval
+        self.orphan_grace = orphan_grace
+        self.metrics = metrics
+        #: The row's ``dropped_events`` as committed (the writer sets it after its batch commits).
+        self.dropped_events = 0
+        self._next_heartbeat = 0.0  # time.monotonic()
+        self._registered = False
+        self._started_at: datetime | None = None
+        self._names: Callable[[], list[str]] | None = None
+        self._workers: list[str] = []
+        self._db_now: datetime | None = None
+
+    def attach(self, names: Callable[[], list[str]], started_at: datetime) -> None:
+        """Before the writer starts: the pool's ``names`` (the workers it runs) and the start time."""
+        self._names = names
+        self._workers = names()
+        self._started_at = started_at
+
+    @property
+    def next_heartbeat(self) -> float:
+        """When (``time.monotonic()``) the next heartbeat is due."""
+        return self._next_heartbeat
+
+    @property
+    def registered(self) -> bool:
+        """Whether the row is known to exist (as far as this process knows)."""
+        return self._registered
+
+    def register_again(self) -> None:
+        """The row may be missing (a write was rejected): register before the next write."""
+        self._registered = False
+
+    def register(self) -> None:
+        """Create the row (or, when it exists, heartbeat it); the first heartbeat is then due at once."""
+        database = self.database
+        assert self._started_at is not None, "attach() first"
+        with transaction.atomic(using=database):
+            nodes = Node.objects.using(database)
+            if not nodes.filter(pk=self.node_id).update(last_heartbeat=Now()):
+                nodes.create(
+                    id=self.node_id,
+                    hostname=self.hostname,
+                    pid=self.pid,
+                    started_at=self._started_at,
+                    last_heartbeat=Now(),
+                    version=__version__[:50],
+                    workers=list(self._workers),
+                    dropped_events=self.dropped_events,
+                )
+        self._registered = True
+        self._next_heartbeat = time.monotonic()  # heartbeat (and sweep) at once
+
+    def beat(self, now: float) -> None:
+        """When due at ``now`` (monotonic): heartbeat, then close the attempts of lost nodes."""
+        if now >= self._next_heartbeat:
+            self.heartbeat()
+            self.close_orphans()
+            self._next_heartbeat = now + self.heartbeat_interval
+
+    def heartbeat(self) -> None:
+        """Set the row's heartbeat (and its workers when they changed) to the database's clock."""
+        nodes = Node.objects.using(self.database).filter(pk=self.node_id)
+        update: dict[str, Any] = {"last_heartbeat": Now()}
+        if self._names is not None:
+            names = self._names()
+            if names != self._workers:  # workers registered after the start
+                self._workers = names
+                update["workers"] = names
+        if not nodes.update(**update):
+            self._registered = False  # the row is gone (deleted by hand?): register again
+            self.register()
+        self._db_now = nodes.values_list("last_heartbeat", flat=True).get()
+        if self.metrics is not None:
+            self.metrics.set_heartbeat(self._db_now)
+
+    def close_orphans(self) -> None:
+        """Close the open attempts of nodes whose heartbeat is older than the grace period."""
+        if self._db_now is None:
+            return
+        closed = close_orphans(
+            self.database, self._db_now - timedelta(seconds=self.orphan_grace), keep_node=self.node_id
+        )
+        if closed:
+            logger.warning("history recorder: closed %d execution(s) of lost node(s) as error", closed)
+
+    def store_dropped(self, total: int) -> None:
+        """Set the row's ``dropped_events`` to ``total``, in the caller's transaction."""
+        Node.objects.using(self.database).filter(pk=self.node_id).update(dropped_events=total)
+
+    def finalize(self) -> None:
+        """The last transaction: the node is stopped; its attempts still open are closed."""
+        database = self.database
+        now = datetime.now(UTC)
+        with transaction.atomic(using=database):
+            Node.objects.using(database).filter(pk=self.node_id).update(
+                stopped_at=Now(), last_heartbeat=Now(), dropped_events=self.dropped_events
+            )
+            node = f"{self.hostname}:{self.pid}"
+            for execution in Execution.objects.using(database).filter(
+                node_id=self.node_id, status__in=OPEN, finished_at__isnull=True
+            ):
+                if execution.status == ExecutionStatus.RUNNING:
+                    message = f"node {node} stopped while the attempt was still running"
+                    _close(database, execution, now, message, ExecutionStatus.ERROR.value)
+                else:
+                    message = f"node {node} stopped before the deferred attempt started"
+                    _close(database, execution, now, message, ExecutionStatus.DEFERRED.value, level="WARNING")
+
+
+def _close(
+    database: str, execution: Execution, finished_at: datetime, message: str, status: str, level: str = "ERROR"
+) -> bool:
+    """Close one open attempt (unless somebody else just did) with an event saying why."""
+    duration = None
+    if execution.started_at is not None:
+        duration = max(0.0, (finished_at - execution.started_at).total_seconds())
+    updated = (
+        Execution.objects.using(database)
+        .filter(pk=execution.pk, status__in=OPEN, finished_at__isnull=True)
+        .update(
+            status=status,
+            finished_at=finished_at,
+            duration=duration,
+            error=message if status == ExecutionStatus.ERROR else execution.error,
+        )
+    )
+    if updated:
+        ExecutionEvent.objects.using(database).create(
+            node_id=execution.node_id, execution=execution, timestamp=datetime.now(UTC), level=level, message=message
+        )
+    return bool(updated)
+
+
+def close_orphans(database: str, heartbeat_before: datetime, keep_node: uuid.UUID | None = None) -> int:
+    """Close, as ``error``, the open attempts of nodes whose last heartbeat is before ``heartbeat_before``.
+
+    An attempt is open when its status is ``running`` or ``deferred`` and it has no finish time.
+    Each closed attempt gets an ERROR event naming the lost node (``host:pid``); its finish time
+    is the node's last heartbeat. Returns how many were closed. Safe to run from several nodes at
+    once: an attempt is closed once.
+    """
+    open_attempts = Execution.objects.using(database).filter(
+        node=OuterRef("pk"), status__in=OPEN, finished_at__isnull=True
+    )
+    lost = Node.objects.using(database).filter(last_heartbeat__lt=heartbeat_before).filter(Exists(open_attempts))
+    if keep_node is not None:
+        lost = lost.exclude(pk=keep_node)
+    closed = 0
+    for node in lost[:100]:
+        seen = node.last_heartbeat.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        message = f"node {node.hostname}:{node.pid} was lost (no heartbeat since {seen} UTC)"
+        with transaction.atomic(using=database):
+            for execution in Execution.objects.using(database).filter(
+                node=node, status__in=OPEN, finished_at__isnull=True
+            ):
+                closed += _close(database, execution, node.last_heartbeat, message, ExecutionStatus.ERROR.value)
+    return closed

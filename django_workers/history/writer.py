@@ -1,0 +1,385 @@
+"""The writer thread: drains the buffer into the database, one transaction per batch.
+
+Between batches it keeps the node row alive and prunes (its collaborators :class:`NodeRow` and
+:class:`Pruner` do the work). It lingers briefly after the first event of a burst so that an
+attempt's events share a transaction; it paces itself when the workers keep the CPU busy; it
+retries with backoff when the database fails, and drops a batch the database rejects twice for
+what it contains; once a stop is requested it gives up at the stop deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from django.db import DataError, IntegrityError, connections, transaction
+
+from ..core.backoff import Backoff
+from ..core.context import LOGGER_NAME
+from ..core.events import LifecycleEvent
+from .attempts import AttemptLog
+from .buffer import EventBuffer, Marker, finish_markers
+from .nodes import NodeRow
+from .retention import Pruner
+from .sql import EventRow, insert_events, upsert_executions
+
+if TYPE_CHECKING:
+    from ..observability.metrics import WorkerMetrics
+
+__all__ = ["RETRY_BACKOFF", "Writer"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+#: Retrying after a failed write: at once the first time (a connection the server closed while it
+#: was idle), then 0.25 s, 0.5 s, ... up to 5 s.
+RETRY_BACKOFF: Final = Backoff(initial=0.25, maximum=5.0, multiplier=2.0, jitter=0.1)
+#: How long the writer waits for more events after the first of a burst (one transaction for an
+#: attempt's three events rather than three).
+LINGER: Final = 0.05
+#: Under CPU contention the writer sleeps this many times the CPU time its batch took: it then
+#: uses at most about 1/(1 + PACING) of the time the workers could use.
+PACING: Final = 39.0
+#: Other threads of the process used at least this share of a core during a batch: contention.
+CONTENTION: Final = 0.25
+#: Under contention a batch is sized to take about this much CPU time (seconds).
+CONTENDED_SLICE: Final = 0.002
+#: The writer wakes at least this often, even when idle (a cheap check that nothing is pending).
+IDLE_WAKEUP: Final = 1.0
+
+
+class _PoisonBatchError(Exception):
+    """A batch the database rejects for what it contains, not because it is unreachable."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class _Drops:
+    """Drops the writer has noticed (the buffer's count) and not yet stored in the database.
+
+    Noticed: added to the metric, and logged once per run of drops. Stored with the next batch:
+    a node-level WARNING event saying how many, and the node's ``dropped_events``.
+    """
+
+    def __init__(self, buffer: EventBuffer, database: str, metrics: WorkerMetrics | None) -> None:
+        self._buffer = buffer
+        self._database = database
+        self._metrics = metrics
+        self._seen = 0
+        self._first_at: datetime | None = None
+        #: Noticed, not stored yet.
+        self.unreported = 0
+
+    def check(self) -> None:
+        """Notice the drops since the last check."""
+        total = self._buffer.dropped
+        new = total - self._seen
+        if new <= 0:
+            return
+        self._seen = total
+        if self._metrics is not None:
+            self._metrics.record_dropped(new)
+        if not self.unreported:
+            self._first_at = datetime.now(UTC)
+            logger.warning(
+                "history recorder: the buffer of %d events is full; dropping the oldest events until database "
+                "%r catches up",
+                self._buffer.size,
+                self._database,
+            )
+        self.unreported += new
+
+    def event_row(self, node: NodeRow) -> EventRow:
+        """The node-level event saying how many were dropped (written with the next batch)."""
+        return (
+            node.node_id,
+            None,
+            self._first_at or datetime.now(UTC),
+            "WARNING",
+            f"dropped {self.unreported} event(s), the oldest: the history buffer of {self._buffer.size} "
+            f"events was full while database {self._database!r} was unreachable or too slow",
+        )
+
+    def stored(self) -> None:
+        """The batch with the event row committed."""
+        logger.warning(
+            "history recorder: %d event(s) were dropped (buffer of %d full); the database has them counted",
+            self.unreported,
+            self._buffer.size,
+        )
+        self.unreported = 0
+        self._first_at = None
+
+
+class Writer:
+    """The writer thread of a recorder: :meth:`start` it once, :meth:`request_stop`, then :meth:`join`."""
+
+    def __init__(
+        self,
+        buffer: EventBuffer,
+        node: NodeRow,
+        pruner: Pruner | None,
+        *,
+        batch_size: int,
+        retry_backoff: Backoff = RETRY_BACKOFF,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.database = node.database
+        self.batch_size = batch_size
+        self.retry_backoff = retry_backoff
+        self._buffer = buffer
+        self._node = node
+        self._pruner = pruner
+        self._attempts = AttemptLog(node.node_id)
+        self._drops = _Drops(buffer, node.database, metrics)
+        self._thread: threading.Thread | None = None
+        # -- set by request_stop() ------------------------------------------------------------
+        self._stop_requested = threading.Event()
+        self._never = threading.Event()
+        self._deadline = float("inf")
+        self._stop_marker: Marker | None = None
+        # -- the thread's own state -----------------------------------------------------------
+        self._failures = 0
+        self._outage_began: float | None = None
+        self._poison_strikes = 0
+        self._contended = False
+        self._idle = True  # the writer waited for events: the next one starts a burst
+        self._contended_batch = min(50, batch_size)
+
+    # -- the thread's lifetime -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread (it registers the node, then writes what the buffer receives)."""
+        if self._thread is not None:
+            raise RuntimeError("the history writer is already started")
+        self._thread = threading.Thread(target=self._run, name="django_workers:history", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_stop(self, deadline: float) -> None:
+        """Write what precedes the stop request, finalize the node, and end; give up at ``deadline``.
+
+        ``deadline`` is a ``time.monotonic()`` time. Asking again only moves the deadline.
+        """
+        self._deadline = deadline
+        if self._stop_marker is None:
+            self._stop_marker = Marker(stop=True)
+            self._buffer.put(self._stop_marker)
+        self._stop_requested.set()
+        self._buffer.wakeup.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the thread to end; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.alive
+
+    def _run(self) -> None:
+        try:
+            if self._pruner is not None:
+                self._pruner.schedule(time.monotonic() + self._node.heartbeat_interval)
+            self._loop()
+        except BaseException:  # pragma: no cover - a bug in the recorder itself
+            logger.exception("history recorder: the writer thread crashed; history is no longer stored")
+        finally:
+            finish_markers(self._buffer.markers(), ok=False)
+            connections.close_all()  # this thread's connections only
+
+    def _loop(self) -> None:
+        buffer, node, pruner = self._buffer, self._node, self._pruner
+        while True:
+            if self._stop_requested.is_set() and time.monotonic() >= self._deadline:
+                pending = buffer.pending
+                marker = self._stop_marker
+                if pending or marker is None or not marker.done.is_set():
+                    logger.error(
+                        "history recorder: stopped with %d event(s) not stored and the node not marked stopped "
+                        "(database %r: %s)",
+                        pending,
+                        self.database,
+                        "unreachable" if self._failures else "too slow",
+                    )
+                return
+            self._drops.check()
+            try:
+                if not node.registered:
+                    node.register()
+                now = time.monotonic()
+                node.beat(now)
+                if pruner is not None:
+                    pruner.step(now)
+                stopped = self._write_next_batch()
+            except Exception as exc:
+                self._failed(exc)
+                continue
+            self._succeeded()
+            if stopped:
+                return
+            if len(buffer):
+                continue
+            now = time.monotonic()
+            due = node.next_heartbeat if pruner is None else min(node.next_heartbeat, pruner.due(now))
+            self._idle = True
+            buffer.wakeup.wait(max(0.0, min(due - now, IDLE_WAKEUP)))
+
+    # -- batches -------------------------------------------------------------------------------------
+
+    def _take(self) -> list[Any]:
+        buffer = self._buffer
+        stopping = self._stop_requested.is_set()
+        lingering, self._idle = self._idle, False
+        if lingering and 0 < len(buffer) < self.batch_size and not stopping:
+            # The first event of a burst woke us: let the burst arrive (a flush or a stop request
+            # ends the wait early), and see meanwhile whether the workers keep the CPU busy (then
+            # this batch is a small one).
+            wall, process, own = time.monotonic(), time.process_time(), time.thread_time()
+            buffer.wakeup.clear()
+            buffer.wakeup.wait(LINGER)
+            others = (time.process_time() - process) - (time.thread_time() - own)
+            self._contended = others >= CONTENTION * (time.monotonic() - wall)
+        buffer.wakeup.clear()
+        return buffer.take(self._contended_batch if self._contended and not stopping else self.batch_size)
+
+    def _write_next_batch(self) -> bool:
+        """Write one batch (one transaction). True when the stop request was reached and handled."""
+        batch = self._take()
+        if not batch and not self._drops.unreported:
+            return False
+        stop_at = next((i for i, item in enumerate(batch) if type(item) is Marker and item.stop), None)
+        if stop_at is not None:  # what follows a stop request is not written
+            self._buffer.requeue(batch[stop_at + 1 :])
+            batch = batch[: stop_at + 1]
+        events = [item for item in batch if type(item) is not Marker]
+        cpu, process, began = time.thread_time(), time.process_time(), time.monotonic()
+        try:
+            try:
+                self._write(events)
+            except (DataError, IntegrityError) as exc:
+                self._poison_strikes += 1
+                if self._poison_strikes < 2:
+                    self._node.register_again()  # a missing node row, say: register again, retry once
+                    raise
+                raise _PoisonBatchError(exc) from exc
+        except _PoisonBatchError as exc:
+            logger.error(
+                "history recorder: database %r rejected a batch of %d event(s), which is dropped: %s",
+                self.database,
+                len(batch),
+                _describe(exc),
+                exc_info=exc.__cause__,
+            )
+            self._poison_strikes = 0
+            self._buffer.discard(batch)
+            self._drops.check()
+            finish_markers(batch, ok=False)
+            if stop_at is not None:
+                self._stop_with(batch[stop_at])
+            return stop_at is not None
+        except BaseException:
+            self._buffer.requeue(batch)  # retried; the oldest go first if it overflows
+            raise
+        self._poison_strikes = 0
+        finish_markers(batch[:stop_at], ok=True)
+        if stop_at is not None:
+            self._stop_with(batch[stop_at])
+            return True
+        if events:
+            self._pace(time.thread_time() - cpu, time.process_time() - process, time.monotonic() - began, len(events))
+        return False
+
+    def _stop_with(self, marker: Marker) -> None:
+        """The stop request was reached: finalize the node (or retry that alone)."""
+        try:
+            self._node.finalize()
+        except BaseException:
+            self._buffer.requeue([marker])
+            raise
+        marker.finish(True)
+
+    def _write(self, events: Sequence[LifecycleEvent]) -> None:
+        """One transaction: the attempts' rows (upsert), their events, and the drop report if due."""
+        attempts, rows = self._attempts.apply(events)
+        node = self._node
+        unreported = self._drops.unreported
+        if unreported:
+            rows.append(self._drops.event_row(node))
+        database = self.database
+        with transaction.atomic(using=database):
+            if attempts:
+                upsert_executions(database, [attempt.as_row(node.node_id) for attempt in attempts.values()])
+            if rows:
+                insert_events(database, rows)
+            if unreported:
+                node.store_dropped(node.dropped_events + unreported)
+        # Committed: only now does the state follow.
+        self._attempts.commit(attempts)
+        if unreported:
+            node.dropped_events += unreported
+            self._drops.stored()
+
+    def _pace(self, cpu: float, process: float, wall: float, count: int) -> None:
+        """Give way to busy workers: under CPU contention, small batches and a sleep after each.
+
+        The writer then uses about 1/(1 + PACING) of what the workers could use: a worker that
+        keeps the CPU busy pays little for its history, which keeps the newest events (the buffer
+        drops the oldest) until the load eases.
+        """
+        others = process - cpu
+        self._contended = wall > 0 and others >= CONTENTION * wall
+        if not self._contended or self._stop_requested.is_set():
+            return
+        per_event = cpu / max(1, count)
+        self._contended_batch = max(10, min(self.batch_size, int(CONTENDED_SLICE / max(per_event, 1e-6))))
+        self._stop_requested.wait(min(1.0, PACING * cpu))
+
+    # -- failures ------------------------------------------------------------------------------------
+
+    def _failed(self, exc: Exception) -> None:
+        """Log, close the broken connection, and wait before the next try (interruptibly)."""
+        self._failures += 1
+        with contextlib.suppress(Exception):
+            connections[self.database].close()
+        if self._failures == 1:
+            # Often a connection the server closed while idle: retry at once with a new one.
+            self._outage_began = time.monotonic()
+            logger.debug("history recorder: writing to database %r failed (%s); retrying", self.database, exc)
+            return
+        if self._failures == 2:
+            logger.warning(
+                "history recorder: cannot write to database %r (%s); retrying with backoff, keeping up to %d "
+                "events in memory",
+                self.database,
+                _describe(exc),
+                self._buffer.size,
+            )
+        else:
+            logger.debug("history recorder: database %r still failing: %s", self.database, _describe(exc))
+        self._sleep(self.retry_backoff.delay(self._failures - 1))
+
+    def _succeeded(self) -> None:
+        if self._failures >= 2 and self._outage_began is not None:
+            logger.warning(
+                "history recorder: database %r is reachable again after %.1f seconds",
+                self.database,
+                time.monotonic() - self._outage_began,
+            )
+        self._failures = 0
+        self._outage_began = None
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``; the first stop request cuts it short, later waits end at the stop deadline."""
+        if not self._stop_requested.is_set():
+            self._stop_requested.wait(seconds)
+        else:
+            self._never.wait(max(0.0, min(seconds, self._deadline - time.monotonic())))

@@ -1,7 +1,7 @@
 """System checks of ``settings.WORKERS`` (ids ``django_workers.E###`` / ``W###``).
 
-The validation itself is :func:`django_workers.conf.validate_settings`, shared with
-:func:`~django_workers.conf.load_settings`; this module only reports it to ``manage.py check``.
+The validation itself is :func:`django_workers.settings.validate_settings`, shared with
+:func:`~django_workers.settings.load_settings`; this module only reports it to ``manage.py check``.
 Every id is documented in ``docs/settings.md``.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.core import checks
 
-from . import conf
+from .settings import E_CHECK_CRASHED, validate_settings
 
 __all__ = ["TAG", "check_settings", "register"]
 
@@ -26,13 +26,13 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     if app_configs is not None and not any(config.name == "django_workers" for config in app_configs):
         return []
     try:
-        return list(conf.validate_settings().messages)
+        return list(validate_settings().messages)
     except Exception as exc:  # a bug in the validation must not hide the project's other checks
         return [
             checks.Error(
                 f"Validating settings.WORKERS failed unexpectedly: {type(exc).__name__}: {exc}",
                 hint="This is a bug in django-worker-pool; please report it with your WORKERS setting.",
-                id=conf.E_CHECK_CRASHED,
+                id=E_CHECK_CRASHED,
             )
         ]
 

@@ -392,9 +392,12 @@ def test_stale_grace_follows_the_heartbeat_interval(viewer_client, make_node, no
     with override_settings(WORKERS={"HISTORY": {"HEARTBEAT_INTERVAL": 60}}):
         assert workers_admin.stale_after() == timedelta(seconds=180)
         assert "dw-node-alive" in html(viewer_client.get(NODES))
-    with override_settings(WORKERS={"HISTORY": {"HEARTBEAT_INTERVAL": 60, "ORPHAN_GRACE": 20}}):
+    with override_settings(WORKERS={"HISTORY": {"HEARTBEAT_INTERVAL": 5, "ORPHAN_GRACE": 20}}):
         assert workers_admin.stale_after() == timedelta(seconds=20)
         assert "dw-node-stale" in html(viewer_client.get(NODES))
+    # An invalid section (a grace shorter than the heartbeat: check E003) counts as the defaults.
+    with override_settings(WORKERS={"HISTORY": {"HEARTBEAT_INTERVAL": 60, "ORPHAN_GRACE": 20}}):
+        assert workers_admin.stale_after() == timedelta(seconds=30)
 
 
 def test_node_detail(viewer_client, make_node, make_execution, make_events):

@@ -17,10 +17,10 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from django_workers import WorkerPool, conf
+from django_workers import WorkerPool, runtime
 from django_workers.apps import DjangoWorkersConfig
 from django_workers.checks import check_settings
-from tests.django.workers_fixtures import PATH
+from tests.scenarios.workers_fixtures import PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSIC = {"WORKERS": [f"{PATH}.ClassicWorker"]}
@@ -93,7 +93,7 @@ def test_concurrent_first_accesses_build_one_pool(config: DjangoWorkersConfig, m
         built.append(pool)
         return pool
 
-    monkeypatch.setattr(conf, "build_pool", slow_build_pool)
+    monkeypatch.setattr(runtime, "build_pool", slow_build_pool)
     results: list[WorkerPool] = []
     barrier = threading.Barrier(8)
 
@@ -149,7 +149,7 @@ def test_a_stopped_pool_is_dropped_silently(config: DjangoWorkersConfig, caplog:
 
 
 def test_ready_registers_the_check_and_touches_nothing(config: DjangoWorkersConfig) -> None:
-    module = "tests.django.workers_name_error"
+    module = "tests.scenarios.workers_name_error"
     sys.modules.pop(module, None)
     threads = threading.active_count()
     with override_settings(WORKERS={"WORKERS": [f"{module}.BrokenWorker"]}):
@@ -170,7 +170,7 @@ def test_django_setup_imports_no_worker_module_and_opens_nothing() -> None:
         from django.apps import apps
         from django.db import connections
         config = apps.get_app_config("django_workers")
-        probe = "tests.django.workers_import_probe"
+        probe = "tests.scenarios.workers_import_probe"
         print("imported:", probe in sys.modules)
         print("pool:", config._pool)
         print("threads:", threading.active_count())
@@ -181,7 +181,7 @@ def test_django_setup_imports_no_worker_module_and_opens_nothing() -> None:
     )
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.django.settings_lazy_probe",
+        "DJANGO_SETTINGS_MODULE": "tests.scenarios.settings_lazy_probe",
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "testproject")]),
     }
     result = subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django_workers import Worker, WorkerContext
 
-PATH = "tests.django.workers_fixtures"
+PATH = "tests.scenarios.workers_fixtures"
 
 
 class ClassicWorker(Worker):

@@ -13,9 +13,10 @@ from django.core import checks
 from django.core.checks import run_checks
 from django.test import override_settings
 
-from django_workers import conf
+from django_workers import checks as workers_checks
+from django_workers import settings as conf
 from django_workers.checks import TAG, check_settings
-from tests.django.workers_fixtures import PATH
+from tests.scenarios.workers_fixtures import PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSIC = f"{PATH}.ClassicWorker"
@@ -81,7 +82,7 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
     ("E003", top(RESTART_BACKOFF={"JITTER": 1.5}), ("jitter must be between 0 and 1",)),
     ("E003", top(HISTORY={"RETENTION_DAYS": 0}), ("WORKERS['HISTORY']['RETENTION_DAYS'] must be >= 1",)),
     ("E003", top(HISTORY_SIZE=0), ("WORKERS['HISTORY_SIZE'] must be >= 1",)),
-    ("E003", top(METRICS={"NAMESPACE": "my-app"}), ("'my-app'", "Prometheus")),
+    ("E003", top(METRICS={"NAMESPACE": "my.app"}), ("'my.app'", "Prometheus")),
     ("E003", entry(DEFERRED_START_THRESHOLD=-0.5), ("WORKERS['WORKERS'][0]['DEFERRED_START_THRESHOLD'] must be >= 0",)),
     ("E003", entry(RESTART_BACKOFF={"MAXIMUM": 0.5}), ("WORKERS['WORKERS'][0]['RESTART_BACKOFF'] is out of range",)),
     # E004: unknown history database
@@ -91,7 +92,11 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
     ("E006", {"WORKERS": [{"OPTIONS": {}}]}, ("WORKERS['WORKERS'][0] has no 'CLASS' key",)),
     # E007: the module does not exist (or the path is not a dotted path)
     ("E007", {"WORKERS": ["no_such_package_xyz.workers.Worker"]}, ("no module named 'no_such_package_xyz'",)),
-    ("E007", {"WORKERS": ["tests.django.no_such_module.Worker"]}, ("no module named 'tests.django.no_such_module'",)),
+    (
+        "E007",
+        {"WORKERS": ["tests.scenarios.no_such_module.Worker"]},
+        ("no module named 'tests.scenarios.no_such_module'",),
+    ),
     ("E007", {"WORKERS": ["ClassicWorker"]}, ("'ClassicWorker', which is not a dotted path",)),
     ("E007", {"WORKERS": [""]}, ("'', which is not a dotted path",)),
     # E008: the module exists, the attribute does not
@@ -103,19 +108,19 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
     # E009: the module exists but importing it fails
     (
         "E009",
-        {"WORKERS": ["tests.django.workers_name_error.BrokenWorker"]},
+        {"WORKERS": ["tests.scenarios.workers_name_error.BrokenWorker"]},
         ("NameError: name 'undefined_name' is not defined", "workers_name_error.py, line 5"),
     ),
     (
         "E009",
-        {"WORKERS": ["tests.django.workers_missing_dependency.DependentWorker"]},
+        {"WORKERS": ["tests.scenarios.workers_missing_dependency.DependentWorker"]},
         ("ModuleNotFoundError: No module named 'django_workers_missing_dependency'", "workers_missing_dependency.py"),
     ),
     # E010, E011: not a Worker class
     ("E010", {"WORKERS": [f"{PATH}.not_a_class"]}, ("which is not a class but a function",)),
     ("E010", {"WORKERS": [f"{PATH}.NOT_A_CLASS_EITHER"]}, ("which is not a class", "42 (int)")),
     ("E010", {"WORKERS": [f"{PATH}.AN_INSTANCE"]}, ("which is not a class but a Worker instance",)),
-    ("E010", {"WORKERS": ["tests.django.workers_fixtures"]}, ("which is not a class but a module",)),
+    ("E010", {"WORKERS": ["tests.scenarios.workers_fixtures"]}, ("which is not a class but a module",)),
     ("E010", {"WORKERS": [f"{PATH}.NotAWorker"]}, ("not a subclass of django_workers.Worker",)),
     ("E011", {"WORKERS": [f"{PATH}.NoRunWorker"]}, ("does not implement run(ctx)",)),
     # E012: the constructor raises with the given OPTIONS
@@ -290,7 +295,7 @@ def test_the_check_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(conf, "validate_settings", crash)
+    monkeypatch.setattr(workers_checks, "validate_settings", crash)
 
     [message] = check_settings()
 
@@ -307,7 +312,7 @@ def test_the_messages_print_the_django_way() -> None:
 
 @pytest.mark.slow
 def test_manage_py_check_prints_the_messages_and_exits_1_without_traceback() -> None:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.django.settings_broken_workers"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.scenarios.settings_broken_workers"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "testproject" / "manage.py"), "check"],
         cwd=ROOT,
@@ -353,7 +358,7 @@ def test_load_settings_raises_the_check_messages() -> None:
 def test_load_settings_ignores_warnings() -> None:
     with override_settings(WORKERS=top(STOP_TIMOUT=3)):
         loaded = conf.load_settings()
-    assert loaded.stop_timeout == conf.DEFAULT_STOP_TIMEOUT
+    assert loaded.stop_timeout == conf.WorkersSettings().stop_timeout
     assert loaded.worker_names() == ["classic"]
 
 
@@ -371,6 +376,14 @@ def test_checks_and_load_settings_agree_on_every_broken_configuration() -> None:
 
 def test_source_of_the_fixture_module_lines() -> None:
     # The E009 case above names line 5 of workers_name_error.py: keep the two in step.
-    source = (Path(__file__).parent / "workers_name_error.py").read_text().splitlines()
+    source = (Path(__file__).parents[1] / "scenarios" / "workers_name_error.py").read_text().splitlines()
     assert "undefined_name" in source[4]
     assert textwrap.dedent(source[4]).startswith("VALUE =")
+
+
+@pytest.mark.parametrize(("given", "sanitised"), [("My-App", "my_app"), ("shop jobs", "shop_jobs"), ("", "")])
+def test_metric_namespace_and_subsystem_are_sanitised_as_yokai_does(given: str, sanitised: str) -> None:
+    validation = conf.validate_settings(top(METRICS={"NAMESPACE": given, "SUBSYSTEM": given}))
+    assert validation.errors == ()
+    assert validation.settings is not None
+    assert (validation.settings.metrics.namespace, validation.settings.metrics.subsystem) == (sanitised, sanitised)

@@ -4,5 +4,5 @@ from testproject.settings import *  # noqa: F403
 
 WORKERS = {
     "STOP_TIMEOUT": -1,
-    "WORKERS": ["tests.django.workers_name_error.BrokenWorker"],
+    "WORKERS": ["tests.scenarios.workers_name_error.BrokenWorker"],
 }

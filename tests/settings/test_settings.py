@@ -12,18 +12,18 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_workers import Backoff, WorkerPool, WorkerStatus, db
-from django_workers.conf import (
+from django_workers.core.context import WorkerContext
+from django_workers.runtime import build_pool
+from django_workers.settings import (
     HistorySettings,
     MetricsSettings,
     TracingSettings,
     WorkerSpec,
     WorkersSettings,
-    build_pool,
     load_settings,
     select_workers,
 )
-from django_workers.core.context import WorkerContext
-from tests.django.workers_fixtures import PATH, AsyncWorker, ClassicWorker, OptionsWorker, SleepyWorker
+from tests.scenarios.workers_fixtures import PATH, AsyncWorker, ClassicWorker, OptionsWorker, SleepyWorker
 
 FULL = {
     "DEFERRED_START_THRESHOLD": 0.25,

@@ -2,4 +2,4 @@
 
 from testproject.settings import *  # noqa: F403
 
-WORKERS = {"WORKERS": ["tests.django.workers_import_probe.ProbeWorker"]}
+WORKERS = {"WORKERS": ["tests.scenarios.workers_import_probe.ProbeWorker"]}

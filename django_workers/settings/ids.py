@@ -1,0 +1,30 @@
+"""The ids of the system checks of ``settings.WORKERS`` (each documented in docs/settings.md)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+E_NOT_A_DICT: Final = "django_workers.E001"
+E_WRONG_TYPE: Final = "django_workers.E002"
+E_OUT_OF_RANGE: Final = "django_workers.E003"
+E_UNKNOWN_DATABASE: Final = "django_workers.E004"
+E_BAD_ENTRY: Final = "django_workers.E005"
+E_NO_CLASS: Final = "django_workers.E006"
+E_MODULE_NOT_FOUND: Final = "django_workers.E007"
+E_ATTRIBUTE_NOT_FOUND: Final = "django_workers.E008"
+E_IMPORT_FAILED: Final = "django_workers.E009"
+E_NOT_A_WORKER: Final = "django_workers.E010"
+E_NO_RUN: Final = "django_workers.E011"
+E_CONSTRUCTOR_FAILED: Final = "django_workers.E012"
+E_BAD_NAME: Final = "django_workers.E013"
+E_DUPLICATE_NAME: Final = "django_workers.E014"
+E_CHECK_CRASHED: Final = "django_workers.E015"
+E_TRACER_PROVIDER_NOT_FOUND: Final = "django_workers.E016"
+E_TRACER_PROVIDER_NOT_CALLABLE: Final = "django_workers.E017"
+E_RESTART_WITHOUT_SILENCE: Final = "django_workers.E018"
+E_HEALTH_PORT_CONFLICT: Final = "django_workers.E019"
+W_UNKNOWN_KEY: Final = "django_workers.W001"
+W_NO_WORKERS: Final = "django_workers.W002"
+W_NO_OPENTELEMETRY: Final = "django_workers.W003"
+W_NO_PROMETHEUS_CLIENT: Final = "django_workers.W004"
+W_SHORT_ORPHAN_GRACE: Final = "django_workers.W005"

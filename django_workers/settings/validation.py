@@ -1,0 +1,368 @@
+"""The parsers of the sections of ``settings.WORKERS``, and of the whole setting.
+
+Each parser takes the raw value and returns ``(parsed, messages)`` (see
+:mod:`django_workers.settings.values`): :func:`parse_settings` adds the sections up. The system
+checks report the messages; :func:`django_workers.settings.load_settings` raises the errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ..observability.names import metric_prefix
+from .ids import (
+    E_NOT_A_DICT,
+    E_OUT_OF_RANGE,
+    E_TRACER_PROVIDER_NOT_CALLABLE,
+    E_TRACER_PROVIDER_NOT_FOUND,
+    E_UNKNOWN_DATABASE,
+    W_NO_OPENTELEMETRY,
+    W_NO_PROMETHEUS_CLIENT,
+    W_NO_WORKERS,
+    W_SHORT_ORPHAN_GRACE,
+)
+from .imports import import_module_of, importable
+from .types import (
+    SETTING,
+    HealthSettings,
+    HistorySettings,
+    MetricsSettings,
+    TracingSettings,
+    WorkersSettings,
+)
+from .values import (
+    Messages,
+    attempts,
+    backoff,
+    boolean,
+    count,
+    did_you_mean,
+    error,
+    got,
+    is_number,
+    port,
+    seconds,
+    section,
+    text,
+    warning,
+    where,
+    wrong_type,
+)
+from .workers import MISSING, parse_workers
+
+__all__ = [
+    "TOP_KEYS",
+    "parse_health",
+    "parse_history",
+    "parse_metrics",
+    "parse_settings",
+    "parse_tracing",
+]
+
+TOP_KEYS = (
+    "DEFERRED_START_THRESHOLD",
+    "MAX_EXECUTIONS_ATTEMPTS",
+    "RESTART_BACKOFF",
+    "STOP_TIMEOUT",
+    "HISTORY_SIZE",
+    "HISTORY",
+    "METRICS",
+    "TRACING",
+    "HEALTH",
+    "WORKERS",
+)
+HISTORY_KEYS = (
+    "ENABLED",
+    "DATABASE",
+    "RETENTION_DAYS",
+    "HEARTBEAT_INTERVAL",
+    "ORPHAN_GRACE",
+    "BUFFER_SIZE",
+    "BATCH_SIZE",
+)
+METRICS_KEYS = ("ENABLED", "NAMESPACE", "SUBSYSTEM", "PORT", "ADDRESS")
+TRACING_KEYS = ("ENABLED", "PROVIDER")
+HEALTH_KEYS = ("PORT", "ADDRESS")
+
+_DEFAULTS = WorkersSettings()
+
+
+def _serious(messages: Messages) -> bool:
+    return any(message.is_serious() for message in messages)
+
+
+def parse_settings(raw: object, databases: object) -> tuple[WorkersSettings | None, Messages]:
+    """The whole setting (:data:`MISSING` when it is not set); ``None`` when it has an error."""
+    if raw is MISSING:
+        msg = f"The {SETTING} setting is not set: no worker is configured."
+        hint = (
+            f"That is fine for a web process; set {SETTING} = {{'WORKERS': ['myapp.workers.MyWorker']}} "
+            f"for `manage.py runworkers` to have something to run."
+        )
+        return WorkersSettings(), [warning(W_NO_WORKERS, msg, hint)]
+    if not isinstance(raw, Mapping):
+        msg = f"The {SETTING} setting must be a dict, got {got(raw)}."
+        hint = f"Write {SETTING} = {{'WORKERS': ['myapp.workers.MyWorker']}}; see docs/settings.md."
+        return None, [error(E_NOT_A_DICT, msg, hint)]
+    top, messages = section((), raw, TOP_KEYS, f"{SETTING} = {{'WORKERS': ['myapp.workers.MyWorker']}}")
+    parsed: dict[str, Any] = {}
+
+    def take(name: str, result: tuple[Any, Messages]) -> None:
+        parsed[name], found = result
+        messages.extend(found)
+
+    if "DEFERRED_START_THRESHOLD" in top:
+        take("deferred_start_threshold", seconds(("DEFERRED_START_THRESHOLD",), top["DEFERRED_START_THRESHOLD"]))
+    if "MAX_EXECUTIONS_ATTEMPTS" in top:
+        take("max_executions_attempts", attempts(("MAX_EXECUTIONS_ATTEMPTS",), top["MAX_EXECUTIONS_ATTEMPTS"]))
+    if "RESTART_BACKOFF" in top:
+        take("restart_backoff", backoff(("RESTART_BACKOFF",), top["RESTART_BACKOFF"], _DEFAULTS.restart_backoff))
+    if "STOP_TIMEOUT" in top:
+        take("stop_timeout", seconds(("STOP_TIMEOUT",), top["STOP_TIMEOUT"], positive=True))
+    if "HISTORY_SIZE" in top:
+        meaning = "It is the number of events kept in memory per worker; use at least 1 (default 100)."
+        take("history_size", count(("HISTORY_SIZE",), top["HISTORY_SIZE"], minimum=1, meaning=meaning))
+    if "HISTORY" in top:
+        take("history", parse_history(top["HISTORY"], databases))
+    if "METRICS" in top:
+        take("metrics", parse_metrics(top["METRICS"]))
+    if "TRACING" in top:
+        take("tracing", parse_tracing(top["TRACING"]))
+    if "HEALTH" in top:
+        take("health", parse_health(top["HEALTH"]))
+    messages += _optional_dependencies(
+        parsed.get("metrics", MetricsSettings()), parsed.get("tracing", TracingSettings())
+    )
+    pool_backoff = parsed.get("restart_backoff") or _DEFAULTS.restart_backoff
+    take("workers", parse_workers(top.get("WORKERS", MISSING), pool_backoff))
+    if _serious(messages):
+        return None, messages
+    return WorkersSettings(**parsed), messages
+
+
+# -- HISTORY -----------------------------------------------------------------------------------------
+
+
+def parse_history(value: object, databases: object) -> tuple[HistorySettings | None, Messages]:
+    """``WORKERS["HISTORY"]``."""
+    example = "'HISTORY': {'ENABLED': True, 'DATABASE': 'default', 'RETENTION_DAYS': 7}"
+    given, messages = section(("HISTORY",), value, HISTORY_KEYS, example)
+    default = HistorySettings()
+    parsed: dict[str, Any] = {}
+
+    def take(key: str, result: tuple[Any, Messages]) -> None:
+        parsed[key.lower()], found = result
+        messages.extend(found)
+
+    if "ENABLED" in given:
+        take("ENABLED", boolean(("HISTORY", "ENABLED"), given["ENABLED"]))
+    if "DATABASE" in given:
+        take("DATABASE", text(("HISTORY", "DATABASE"), given["DATABASE"], "'DATABASE': 'default'"))
+    if "RETENTION_DAYS" in given:
+        meaning = "Keep stored executions at least 1 day (default 7)."
+        take(
+            "RETENTION_DAYS", count(("HISTORY", "RETENTION_DAYS"), given["RETENTION_DAYS"], minimum=1, meaning=meaning)
+        )
+    database = parsed.get("database", default.database)
+    enabled = parsed.get("enabled", default.enabled)
+    if (
+        database is not None
+        and (enabled or "DATABASE" in given)
+        and isinstance(databases, Mapping)
+        and database not in databases
+    ):
+        aliases = ", ".join(repr(alias) for alias in databases) or "none"
+        msg = f"{where('HISTORY', 'DATABASE')} is {database!r}, which is not a key of settings.DATABASES."
+        hint = f"Use one of the configured database aliases ({aliases}), or add {database!r} to DATABASES."
+        return None, [*messages, error(E_UNKNOWN_DATABASE, msg, hint)]
+    if "HEARTBEAT_INTERVAL" in given:
+        meaning = "It is how often each runworkers process updates its node row (default 10)."
+        take("HEARTBEAT_INTERVAL", _positive_seconds("HEARTBEAT_INTERVAL", given["HEARTBEAT_INTERVAL"], meaning))
+    for key, meaning in (
+        ("BUFFER_SIZE", "It is how many events wait in memory while the database is unreachable (default 1000)."),
+        ("BATCH_SIZE", "It is how many events are written per transaction (default 1000)."),
+    ):
+        if key in given:
+            take(key, count(("HISTORY", key), given[key], minimum=1, meaning=meaning))
+    if given.get("ORPHAN_GRACE") is not None:
+        meaning = "Use a few heartbeat intervals (default: 3 x HEARTBEAT_INTERVAL), or None."
+        take("ORPHAN_GRACE", _positive_seconds("ORPHAN_GRACE", given["ORPHAN_GRACE"], meaning))
+        heartbeat = parsed.get("heartbeat_interval", default.heartbeat_interval)
+        if parsed["orphan_grace"] is not None and heartbeat is not None:
+            messages += _orphan_grace(parsed["orphan_grace"], heartbeat)
+    if _serious(messages):
+        return None, messages
+    return HistorySettings(**parsed), messages
+
+
+def _positive_seconds(key: str, value: object, meaning: str) -> tuple[float | None, Messages]:
+    place = where("HISTORY", key)
+    if not is_number(value):
+        return None, [wrong_type(place, value, "a number of seconds (int or float)", f"{key!r}: 10")]
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        return None, [error(E_OUT_OF_RANGE, f"{place} must be a finite number, got {value!r}.", meaning)]
+    if number <= 0:
+        return None, [error(E_OUT_OF_RANGE, f"{place} must be > 0 seconds, got {value!r}.", meaning)]
+    return number, []
+
+
+def _orphan_grace(grace: float, heartbeat: float) -> Messages:
+    place = where("HISTORY", "ORPHAN_GRACE")
+    if grace <= heartbeat:
+        msg = f"{place} ({grace:g} s) must be longer than HEARTBEAT_INTERVAL ({heartbeat:g} s)."
+        hint = (
+            "A node is declared lost after ORPHAN_GRACE seconds without a heartbeat: use a few "
+            "heartbeat intervals (the default is 3 x HEARTBEAT_INTERVAL)."
+        )
+        return [error(E_OUT_OF_RANGE, msg, hint)]
+    if grace < 2 * heartbeat:
+        msg = (
+            f"{place} ({grace:g} s) is less than twice HEARTBEAT_INTERVAL ({heartbeat:g} s): one "
+            f"late heartbeat gets the executions of a live node closed as lost."
+        )
+        return [warning(W_SHORT_ORPHAN_GRACE, msg, "Use at least 2 (by default 3) heartbeat intervals.")]
+    return []
+
+
+# -- METRICS, TRACING, HEALTH ----------------------------------------------------------------------
+
+
+def parse_metrics(value: object) -> tuple[MetricsSettings | None, Messages]:
+    """``WORKERS["METRICS"]``: namespace and subsystem sanitised as Yokai does."""
+    example = "'METRICS': {'ENABLED': True, 'NAMESPACE': 'myapp', 'SUBSYSTEM': ''}"
+    given, messages = section(("METRICS",), value, METRICS_KEYS, example)
+    parsed: dict[str, Any] = {}
+
+    def take(key: str, result: tuple[Any, Messages]) -> None:
+        parsed[key.lower()], found = result
+        messages.extend(found)
+
+    if "ENABLED" in given:
+        take("ENABLED", boolean(("METRICS", "ENABLED"), given["ENABLED"]))
+    for key in ("NAMESPACE", "SUBSYSTEM"):
+        if key in given:
+            take(key, _prefix(key, given[key]))
+    if given.get("PORT") is not None:
+        take("PORT", port(("METRICS", "PORT"), given["PORT"]))
+    if "ADDRESS" in given:
+        take("ADDRESS", text(("METRICS", "ADDRESS"), given["ADDRESS"], "'ADDRESS': '127.0.0.1'"))
+    if _serious(messages):
+        return None, messages
+    return MetricsSettings(**parsed), messages
+
+
+def _prefix(key: str, value: object) -> tuple[str | None, Messages]:
+    raw, messages = text(("METRICS", key), value, f"{key!r}: 'myapp'")
+    if raw is None:
+        return None, messages
+    try:
+        return metric_prefix(key.lower(), raw), []
+    except ValueError:
+        msg = f"{where('METRICS', key)} is {raw!r}, which is not valid in a Prometheus metric name."
+        hint = (
+            "Use letters, digits and underscores, not starting with a digit (spaces and dashes become "
+            "underscores, upper case lower case), or '' for none."
+        )
+        return None, [error(E_OUT_OF_RANGE, msg, hint)]
+
+
+def parse_tracing(value: object) -> tuple[TracingSettings | None, Messages]:
+    """``WORKERS["TRACING"]``: the provider factory is imported (not called) to check it."""
+    given, messages = section(("TRACING",), value, TRACING_KEYS, "'TRACING': {'ENABLED': True}")
+    enabled = True
+    if "ENABLED" in given:
+        parsed_enabled, found = boolean(("TRACING", "ENABLED"), given["ENABLED"])
+        messages += found
+        if parsed_enabled is None:
+            return None, messages
+        enabled = parsed_enabled
+    provider: str | None = None
+    if given.get("PROVIDER") is not None and importable("opentelemetry.trace"):
+        # Without opentelemetry tracing is off (W003): the factory, which needs it, is not imported.
+        provider, found = _tracer_provider(given["PROVIDER"])
+        messages += found
+        if provider is None:
+            return None, messages
+    return TracingSettings(enabled=enabled, provider=provider), messages
+
+
+def _tracer_provider(value: object) -> tuple[str | None, Messages]:
+    """``TRACING["PROVIDER"]``: the dotted path of a callable, imported (not called) to check it."""
+    place = where("TRACING", "PROVIDER")
+    example = "'PROVIDER': 'myproject.telemetry.tracer_provider'"
+    if not isinstance(value, str):
+        return None, [wrong_type(place, value, "a dotted path (str) of a function returning a TracerProvider", example)]
+    imported, messages = import_module_of(
+        place,
+        value,
+        shape="'module.function'",
+        shape_hint=f"Write the import path of a zero-argument function returning a TracerProvider, e.g. {example}.",
+        not_found=E_TRACER_PROVIDER_NOT_FOUND,
+        not_found_hint="Check the spelling of the module path, and that its package is installed and importable.",
+        import_failed=E_TRACER_PROVIDER_NOT_FOUND,
+    )
+    if imported is None:
+        return None, messages
+    module, module_path, attribute = imported
+    factory = getattr(module, attribute, MISSING)
+    if factory is MISSING:
+        candidates = [name for name, item in vars(module).items() if callable(item) and not name.startswith("_")]
+        suggestion = did_you_mean(attribute, candidates)
+        msg = f"{place} is {value!r}, but module {module_path!r} has no attribute {attribute!r}"
+        msg += f"; did you mean {suggestion!r}?" if suggestion else "."
+        return None, [error(E_TRACER_PROVIDER_NOT_FOUND, msg, f"Check the function name, e.g. {example}.")]
+    if not callable(factory):
+        hint = (
+            "Point to a zero-argument function (or class) that returns a TracerProvider, not to a provider "
+            "built at import time."
+        )
+        msg = f"{place} is {value!r}, which is not callable but {got(factory)}."
+        return None, [error(E_TRACER_PROVIDER_NOT_CALLABLE, msg, hint)]
+    return value, []
+
+
+def parse_health(value: object) -> tuple[HealthSettings | None, Messages]:
+    """``WORKERS["HEALTH"]``. Its port may be the metrics port: one endpoint then serves both."""
+    given, messages = section(("HEALTH",), value, HEALTH_KEYS, "'HEALTH': {'PORT': 8081, 'ADDRESS': '127.0.0.1'}")
+    parsed: dict[str, Any] = {}
+
+    def take(key: str, result: tuple[Any, Messages]) -> None:
+        parsed[key.lower()], found = result
+        messages.extend(found)
+
+    if given.get("PORT") is not None:
+        take("PORT", port(("HEALTH", "PORT"), given["PORT"]))
+    if "ADDRESS" in given:
+        take("ADDRESS", text(("HEALTH", "ADDRESS"), given["ADDRESS"], "'ADDRESS': '0.0.0.0'"))
+    if _serious(messages):
+        return None, messages
+    return HealthSettings(**parsed), messages
+
+
+def _optional_dependencies(metrics: MetricsSettings | None, tracing: TracingSettings | None) -> Messages:
+    """Warn when metrics or tracing are enabled but their package is missing (they are then off)."""
+    messages: Messages = []
+    if metrics is not None and metrics.enabled and not importable("prometheus_client"):
+        messages.append(
+            warning(
+                W_NO_PROMETHEUS_CLIENT,
+                f"{where('METRICS', 'ENABLED')} is True, but prometheus-client is not installed: "
+                "workers run without metrics.",
+                "Install it (pip install 'django-worker-pool[metrics]'), or set "
+                f"{where('METRICS', 'ENABLED')} = False.",
+            )
+        )
+    if tracing is not None and tracing.enabled and not importable("opentelemetry.trace"):
+        messages.append(
+            warning(
+                W_NO_OPENTELEMETRY,
+                f"{where('TRACING', 'ENABLED')} is True, but opentelemetry-api is not installed: "
+                "workers run without spans.",
+                "Install it (pip install 'django-worker-pool[tracing]'), or set "
+                f"{where('TRACING', 'ENABLED')} = False.",
+            )
+        )
+    return messages

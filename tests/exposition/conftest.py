@@ -1,7 +1,7 @@
 """Fixtures of the exposition tests: ``runworkers`` subprocesses, free ports, scrapes.
 
 ``runworkers(*args, workers={...}, env={...}, pythonpath=(...))`` runs ``manage.py runworkers`` in a
-real subprocess (tests/commands/runworkers_process.py) with the settings module
+real subprocess (tests/runner/runworkers_process.py) with the settings module
 ``tests.exposition.exposition_settings`` and ``WORKERS = workers``; every process is killed at
 teardown.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.commands.runworkers_process import ROOT, RunworkersProcess
+from tests.runner.runworkers_process import ROOT, RunworkersProcess
 
 SETTINGS = "tests.exposition.exposition_settings"
 

@@ -6,8 +6,8 @@
 
 import os
 
-from tests.commands.scenario_settings import *  # noqa: F403
-from tests.commands.scenario_settings import INSTALLED_APPS
+from tests.runner.scenario_settings import *  # noqa: F403
+from tests.runner.scenario_settings import INSTALLED_APPS
 
 if os.environ.get("EXPOSITION_TEST_DJANGO_PROMETHEUS_PORT"):
     INSTALLED_APPS = [*INSTALLED_APPS, "django_prometheus"]

@@ -5,8 +5,6 @@ In-process: the pool runs in this process and its spans go to an in-memory expor
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,21 +16,17 @@ from django.test import override_settings
 from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from django_workers import conf
+from django_workers import runtime
+from django_workers import settings as conf
 from django_workers.checks import check_settings
-from django_workers.conf import MetricsSettings, TracingSettings, build_pool, build_services, load_settings
-from django_workers.exposition import (
-    EndpointError,
-    MetricsEndpoint,
-    MultiprocessCleanup,
-    metrics_services,
-    parse_port,
-    process_metrics,
-)
+from django_workers.http import HttpServer
 from django_workers.metrics import WorkerMetrics
+from django_workers.observability.exposition import MultiprocessCleanup, process_metrics
+from django_workers.runtime import build_pool, build_services
+from django_workers.settings import MetricsSettings, TracingSettings, load_settings
 from django_workers.tracing import ATTR_WORKER, ATTR_WORKER_EXECUTION_ID, AttemptSpanHook, WorkerSpanProcessor
 from tests.exposition import exposition_workers
-from tests.exposition.conftest import scrape, series, worker_series
+from tests.exposition.conftest import series, worker_series
 
 P = "tests.exposition.exposition_workers"
 PROVIDER = f"{P}.memory_provider"
@@ -54,7 +48,7 @@ def ids(value: dict[str, Any]) -> list[str]:
 @pytest.fixture(autouse=True)
 def fresh_providers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts without cached providers, and with no exported span."""
-    monkeypatch.setattr(conf, "_tracer_providers", {})
+    monkeypatch.setattr(runtime, "_tracer_providers", {})
     exposition_workers.EXPORTER.clear()
     yield
     exposition_workers.EXPORTER.clear()
@@ -89,8 +83,16 @@ def test_the_new_keys_are_parsed_with_their_defaults() -> None:
             ("WORKERS['METRICS']['PORT'] must be an int", "(str)"),
         ),
         (workers(METRICS={"PORT": True}), "django_workers.E002", ("must be an int", "True (bool)")),
-        (workers(METRICS={"PORT": -1}), "django_workers.E003", ("WORKERS['METRICS']['PORT'] must be >= 0",)),
-        (workers(METRICS={"PORT": 65536}), "django_workers.E003", ("WORKERS['METRICS']['PORT'] must be <= 65535",)),
+        (
+            workers(METRICS={"PORT": -1}),
+            "django_workers.E003",
+            ("WORKERS['METRICS']['PORT'] must be a TCP port number from 0 to 65535", "got -1"),
+        ),
+        (
+            workers(METRICS={"PORT": 65536}),
+            "django_workers.E003",
+            ("WORKERS['METRICS']['PORT'] must be a TCP port number from 0 to 65535", "got 65536"),
+        ),
         (workers(METRICS={"ADDRESS": 127}), "django_workers.E002", ("WORKERS['METRICS']['ADDRESS'] must be a str",)),
         (workers(METRICS={"PROT": 9100}), "django_workers.W001", ("did you mean 'PORT'?",)),
         (workers(TRACING={"PROVIDR": PROVIDER}), "django_workers.W001", ("did you mean 'PROVIDER'?",)),
@@ -111,9 +113,9 @@ def test_the_new_keys_are_parsed_with_their_defaults() -> None:
             ("has no attribute 'memory_provder'", "did you mean 'memory_provider'?"),
         ),
         (
-            workers(TRACING={"PROVIDER": "tests.django.workers_name_error.provider"}),
+            workers(TRACING={"PROVIDER": "tests.scenarios.workers_name_error.provider"}),
             "django_workers.E016",
-            ("importing module 'tests.django.workers_name_error' raised NameError",),
+            ("importing module 'tests.scenarios.workers_name_error' raised NameError",),
         ),
         (
             workers(TRACING={"PROVIDER": f"{P}.NOT_CALLABLE"}),
@@ -201,15 +203,19 @@ def test_a_pool_built_from_the_settings_counts_its_attempts() -> None:
 # -- build_services: the endpoint ------------------------------------------------------------------
 
 
-def services_for(value: dict[str, Any], **options: Any) -> list[Any]:
+def services_for(value: dict[str, Any], **overrides: Any) -> list[Any]:
     with override_settings(WORKERS=value):
         parsed = load_settings()
         pool = build_pool(parsed)
-        return list(build_services(parsed, pool, options))
+        return list(build_services(parsed, pool, **overrides))
 
 
 def metrics_only(services: list[Any]) -> list[Any]:
-    return [service for service in services if isinstance(service, MetricsEndpoint | MultiprocessCleanup)]
+    return [
+        service
+        for service in services
+        if isinstance(service, MultiprocessCleanup) or (isinstance(service, HttpServer) and service.metrics is not None)
+    ]
 
 
 def test_no_port_no_endpoint() -> None:
@@ -218,77 +224,31 @@ def test_no_port_no_endpoint() -> None:
 
 def test_the_settings_port_and_address_make_an_endpoint_that_the_options_override() -> None:
     (endpoint,) = metrics_only(services_for(workers(METRICS={"PORT": 9100, "ADDRESS": "0.0.0.0"})))
-    assert (endpoint.port, endpoint.address) == (9100, "0.0.0.0")
-    assert endpoint.name == "metrics endpoint on http://0.0.0.0:9100/metrics"
-    (endpoint,) = metrics_only(
-        services_for(workers(METRICS={"PORT": 9100}), metrics_port="9200", metrics_address="::1")
-    )
+    assert (endpoint.port, endpoint.address, endpoint.paths) == (9100, "0.0.0.0", ("/metrics",))
+    assert endpoint.name == "HTTP server on http://0.0.0.0:9100 (/metrics)"
+    (endpoint,) = metrics_only(services_for(workers(METRICS={"PORT": 9100}), metrics_port=9200, metrics_address="::1"))
     assert (endpoint.port, endpoint.address) == (9200, "::1")
-    assert endpoint.url == "http://[::1]:9200/metrics"
+    assert endpoint.url == "http://[::1]:9200"
 
 
 def test_metrics_options_without_metrics_are_a_value_error() -> None:
     with pytest.raises(ValueError, match=r"metrics are disabled \(WORKERS\['METRICS'\]\['ENABLED'\] is False\)"):
-        services_for(workers(METRICS={"ENABLED": False}), metrics_port="9100")
+        services_for(workers(METRICS={"ENABLED": False}), metrics_port=9100)
     assert metrics_only(services_for(workers(METRICS={"ENABLED": False, "PORT": 9100}))) == []
-
-
-@pytest.mark.parametrize("value", ["", "-1", "65536", "9100.5", "http", True, 3.0])
-def test_parse_port_refuses_what_is_not_a_port(value: object) -> None:
-    with pytest.raises(ValueError, match="--metrics-port must be a port number from 0 to 65535"):
-        parse_port(value, "--metrics-port")
-
-
-def test_parse_port() -> None:
-    assert parse_port(" 9100 ", "x") == 9100
-    assert parse_port(0, "x") == 0
 
 
 def test_multiprocess_mode_adds_the_cleanup_and_django_prometheus_replaces_the_endpoint(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setattr(runtime, "django_prometheus_export", lambda: None)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    services = metrics_services(None, "127.0.0.1", export=lambda: None)
+    services = metrics_only(services_for(workers()))
     assert [type(service) for service in services] == [MultiprocessCleanup]
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
-    assert metrics_services(9100, "127.0.0.1", export=lambda: "127.0.0.1:8001 (PROMETHEUS_METRICS_EXPORT_PORT)") == []
-    assert [type(s) for s in metrics_services(9100, "127.0.0.1", export=lambda: None)] == [MetricsEndpoint]
-
-
-# -- the endpoint, in this process ---------------------------------------------------------------
-
-
-def test_the_endpoint_serves_a_registry_and_stops_cleanly() -> None:
-    registry = CollectorRegistry()
-    WorkerMetrics(namespace="endpoint_unit").register(registry)
-    endpoint = MetricsEndpoint(0, registry=registry)
-    endpoint.start()
-    try:
-        assert endpoint.port != 0
-        assert endpoint.name == f"metrics endpoint on http://127.0.0.1:{endpoint.port}/metrics"
-        samples = scrape(endpoint.url)
-        assert ("endpoint_unit_worker_recorder_dropped_events_total", ()) in samples
-        with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/anything", timeout=5) as response:
-            assert b"endpoint_unit_worker_recorder_dropped_events_total" in response.read()
-    finally:
-        endpoint.stop(5.0)
-    port = endpoint.port
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    endpoint.stop(1.0)  # idempotent
-
-
-def test_the_endpoint_says_why_it_cannot_bind() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        endpoint = MetricsEndpoint(port, registry=CollectorRegistry())
-        with pytest.raises(
-            EndpointError, match=rf"cannot serve metrics on 127\.0\.0\.1:{port}: Address already in use"
-        ):
-            endpoint.start()
-    endpoint.stop(1.0)  # nothing to stop
+    with monkeypatch.context() as exported:
+        exported.setattr(runtime, "django_prometheus_export", lambda: "127.0.0.1:8001 (PROMETHEUS_METRICS_EXPORT_PORT)")
+        assert metrics_only(services_for(workers(METRICS={"PORT": 9100}))) == []
+    assert [type(s) for s in metrics_only(services_for(workers(METRICS={"PORT": 9100})))] == [HttpServer]
 
 
 # -- build_pool: tracing -----------------------------------------------------------------------------
@@ -304,7 +264,7 @@ def test_tracing_with_a_provider_factory_makes_one_span_per_attempt() -> None:
     }
     with override_settings(WORKERS=value):
         pool = build_pool()
-    assert pool.tracer_provider is conf.tracer_provider(PROVIDER)
+    assert pool.tracer_provider is runtime.tracer_provider(PROVIDER)
     with pool:
         assert pool.wait(10)
     spans = exposition_workers.EXPORTER.get_finished_spans()

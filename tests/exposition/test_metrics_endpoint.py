@@ -12,7 +12,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.commands.runworkers_process import RunworkersProcess, W
 from tests.exposition.conftest import (
     Samples,
     free_port,
@@ -22,12 +21,13 @@ from tests.exposition.conftest import (
     series,
     worker_series,
 )
+from tests.runner.runworkers_process import RunworkersProcess, W
 
 pytestmark = pytest.mark.slow
 
 Start = Callable[..., RunworkersProcess]
 
-ENDPOINT = r"started metrics endpoint on (http://127\.0\.0\.1:(\d+)/metrics)"
+ENDPOINT = r"started HTTP server on (http://127\.0\.0\.1:(\d+)) \(/metrics\)"
 
 #: One worker of each fate: succeeds once, fails all 3 attempts (2 restarts), keeps running,
 #: waits (deferred) for longer than the test.
@@ -60,7 +60,7 @@ def test_a_scrape_shows_exact_series_after_successes_failures_and_restarts(runwo
     process = runworkers("--metrics-port", "0", workers=SCENARIO)
     endpoint = process.expect(ENDPOINT)
     assert endpoint is not None
-    url, port = endpoint.group(1), int(endpoint.group(2))
+    url, port = f"{endpoint.group(1)}/metrics", int(endpoint.group(2))
     process.expect(r"runworkers is running")
 
     # From start() on, every configured worker has its series, at 0 until something happens.
@@ -89,7 +89,7 @@ def test_a_scrape_shows_exact_series_after_successes_failures_and_restarts(runwo
     process.send(signal.SIGTERM)
     assert process.wait() == 0
     assert not listening(port)
-    assert "stopping metrics endpoint" not in process.stderr  # stop_services logs failures so
+    assert "stopping HTTP server" not in process.stderr  # stop_services logs failures so
 
 
 def test_the_port_comes_from_the_settings_and_a_busy_port_exits_1_with_a_clear_message(runworkers: Start) -> None:
@@ -101,7 +101,7 @@ def test_the_port_comes_from_the_settings_and_a_busy_port_exits_1_with_a_clear_m
         process = runworkers(workers=workers)
         assert process.wait() == 1
     log = process.stderr
-    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in log
+    assert f"cannot serve /metrics on 127.0.0.1:{port}: Address already in use" in log
     assert "another process listens on that port" in log
     assert "sleeper is running" not in log  # the pool never started
     assert "Traceback" not in log
@@ -111,7 +111,7 @@ def test_the_command_line_overrides_the_settings_port_and_address(runworkers: St
     port = free_port()
     workers = {"METRICS": {"PORT": 1, "ADDRESS": "192.0.2.1"}, "WORKERS": [f"{W}.Sleeper"]}
     process = runworkers("--metrics-port", str(port), "--metrics-address", "127.0.0.1", workers=workers)
-    process.expect(rf"started metrics endpoint on http://127\.0\.0\.1:{port}/metrics")
+    process.expect(rf"started HTTP server on http://127\.0\.0\.1:{port} \(/metrics\)")
     process.expect(r"sleeper is running")
     assert worker_series(scrape(f"http://127.0.0.1:{port}/metrics"), "sleeper")["running"] == 1
     process.send(signal.SIGTERM)
@@ -123,9 +123,9 @@ def test_the_command_line_overrides_the_settings_port_and_address(runworkers: St
     [
         (
             ("--metrics-port", "http"),
-            "--metrics-port must be a port number from 0 to 65535 (0: any free port), got 'http'",
+            "--metrics-port must be a TCP port number from 0 to 65535 (0: any free port), got 'http'",
         ),
-        (("--metrics-port", "70000"), "--metrics-port must be a port number from 0 to 65535"),
+        (("--metrics-port", "70000"), "--metrics-port must be a TCP port number from 0 to 65535"),
     ],
 )
 def test_a_bad_metrics_port_option_exits_1(runworkers: Start, args: tuple[str, ...], message: str) -> None:
@@ -141,7 +141,7 @@ def test_disabled_metrics_bind_nothing_even_with_a_port_in_the_settings(runworke
     process.expect(r"runworkers is running")
     process.expect(r"sleeper is running")
     assert not listening(port)
-    assert "metrics endpoint" not in process.stderr
+    assert "HTTP server" not in process.stderr
     process.send(signal.SIGTERM)
     assert process.wait() == 0
 
@@ -169,13 +169,13 @@ def test_multiprocess_mode_sums_the_processes_and_forgets_the_gauges_of_exited_o
         "WORKERS": [f"{W}.Failing", f"{W}.OneShot", f"{W}.Sleeper"],
     }
     serving = runworkers("--worker", "failing", "--metrics-port", "0", workers=workers, env=env)
-    url = serving.expect(ENDPOINT).group(1)  # type: ignore[union-attr]
+    url = serving.expect(ENDPOINT).group(1) + "/metrics"  # type: ignore[union-attr]
     serving.expect(r"started Prometheus multiprocess mode in ")
     serving.expect(r"\[failing .*\] max execution attempts reached")
     other = runworkers("--exclude", "one-shot", workers=workers, env=env)  # no endpoint of its own
     other.expect(r"\[failing .*\] max execution attempts reached")
     other.expect(r"sleeper is running")
-    assert "metrics endpoint" not in other.stderr
+    assert "HTTP server" not in other.stderr
 
     expected = {"failing": series(started=6, restarted=4, error=6), "sleeper": series(started=1, running=1)}
 
@@ -219,6 +219,6 @@ def test_with_django_prometheus_exporting_the_same_registry_nothing_is_bound_twi
         f"http://127.0.0.1:{port}/metrics", lambda s: worker_series(s, "sleeper").get("running") == 1
     )
     assert worker_series(samples, "sleeper") == series(started=1, running=1)
-    assert "metrics endpoint on" not in process.stderr
+    assert "HTTP server on" not in process.stderr
     process.send(signal.SIGTERM)
     assert process.wait() == 0

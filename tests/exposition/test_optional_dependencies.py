@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.commands.runworkers_process import MANAGE, ROOT, RunworkersProcess, W
 from tests.exposition.conftest import SETTINGS
+from tests.runner.runworkers_process import MANAGE, ROOT, RunworkersProcess, W
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.commands.runworkers_process import ROOT
+from tests.runner.runworkers_process import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     b"".join(application(environ, lambda status, headers, exc_info=None: statuses.append(status)))
     print("STATUS", statuses[0], flush=True)
 
-    from django_workers.conf import build_pool
+    from django_workers.runtime import build_pool
     from testproject.telemetry import tracer_provider
 
     pool = build_pool(only=["classic-worker"])

@@ -26,7 +26,7 @@ from django.db import connection
 from django.utils import timezone
 
 from django_workers.models import Execution, ExecutionEvent, ExecutionStatus, Node
-from tests.commands.runworkers_process import MANAGE, ROOT, RunworkersProcess
+from tests.runner.runworkers_process import MANAGE, ROOT, RunworkersProcess
 
 SETTINGS = "tests.health.health_settings"
 #: Dotted path prefix of the health test workers.

@@ -1,6 +1,6 @@
 """Settings of the runworkers and checkworkers subprocesses of the health tests.
 
-The scenario settings of tests/commands (WORKERS from ``RUNWORKERS_TEST_WORKERS``), on the test's
+The scenario settings of tests/runner (WORKERS from ``RUNWORKERS_TEST_WORKERS``), on the test's
 own database: ``HEALTH_TEST_DB_NAME`` is the NAME of the database pytest-django created (a SQLite
 file, or ``test_…`` on PostgreSQL), so that what the subprocess writes is what the test reads.
 A database alias ``unreachable`` is one that no connection can open.
@@ -8,8 +8,8 @@ A database alias ``unreachable`` is one that no connection can open.
 
 import os
 
-from tests.commands.scenario_settings import *  # noqa: F403
-from tests.commands.scenario_settings import DATABASES
+from tests.runner.scenario_settings import *  # noqa: F403
+from tests.runner.scenario_settings import DATABASES
 
 if os.environ.get("HEALTH_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["HEALTH_TEST_DB_NAME"]

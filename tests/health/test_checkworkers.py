@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from django_workers.core import Worker, WorkerContext, WorkerPool
-from django_workers.health_server import HealthServer
+from django_workers.http import HttpServer
 from django_workers.models import ExecutionStatus, Node
 from tests.conftest import wait_for
 
@@ -107,11 +107,20 @@ def test_history_disabled_cannot_tell() -> None:
     )
 
 
-def test_invalid_settings_cannot_tell() -> None:
-    code, _, err = checkworkers(workers={"WORKERS": [{"OPTIONS": {}}]})
-    assert code == 2
-    assert "cannot tell: Invalid settings.WORKERS" in err
-    assert "django_workers.E006" in err
+def test_an_invalid_history_section_cannot_tell() -> None:
+    code, out, err = checkworkers(workers={"HISTORY": {"ENABLED": True, "DATABASE": 42}, "WORKERS": []})
+    assert (code, out) == (2, "")
+    assert err.startswith("cannot tell: ")
+
+
+@pytest.mark.django_db
+def test_invalid_worker_settings_do_not_hide_the_history(make_node: Callable[..., Node]) -> None:
+    # Only WORKERS["HISTORY"] is read: the probe answers whatever else is wrong (the checks say that).
+    make_node()
+    invalid = {"HISTORY": {"ENABLED": True}, "WORKERS": [{"OPTIONS": {}}, "no.such.Worker"]}
+    code, out, err = checkworkers(workers=invalid)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1].startswith("healthy: ")
 
 
 def test_an_unknown_database_cannot_tell() -> None:
@@ -155,13 +164,13 @@ class Failing(Worker):
 
 @pytest.fixture
 def endpoint() -> Iterator[Callable[..., str]]:
-    servers: list[tuple[WorkerPool, HealthServer]] = []
+    servers: list[tuple[WorkerPool, HttpServer]] = []
 
     def serve(*workers: Worker) -> str:
         pool = WorkerPool()
         for worker in workers:
             pool.register(worker)
-        server = HealthServer(0)
+        server = HttpServer(0, health=True)
         server.start(pool)
         servers.append((pool, server))
         pool.start()

@@ -11,8 +11,8 @@ from django.db import OperationalError, connection
 from django.db.models.functions import Now
 from django.test import override_settings
 
+from django_workers.health.reports import HealthState, history_report, workers_report
 from django_workers.models import Execution, ExecutionStatus, Node
-from django_workers.readiness import HealthState, history_report, workers_report
 
 pytestmark = pytest.mark.django_db
 
@@ -94,14 +94,20 @@ def test_only_the_latest_attempt_of_a_worker_counts(make_node: Callable[..., Nod
     assert report().state is HealthState.HEALTHY
 
 
-def test_the_exhaustion_event_counts_too(make_node: Callable[..., Node], make_execution: Any, make_event: Any) -> None:
+def test_exhaustion_is_read_from_the_columns_not_from_event_messages(
+    make_node: Callable[..., Node], make_execution: Any, make_event: Any
+) -> None:
     node = make_node()
     execution = make_execution(node, "alpha", attempt=2, max_attempts=5, status=ExecutionStatus.ERROR)
     assert report().state is HealthState.HEALTHY
+    # The event's text decides nothing: attempt 2 of 5 in error is a pending restart.
     make_event(execution, "max execution attempts reached", level="ERROR")
+    assert report().state is HealthState.HEALTHY
+    # The columns do, without any event: the last allowed attempt is in error.
+    make_execution(node, "beta", attempt=5, max_attempts=5, status=ExecutionStatus.ERROR)
     result = report()
     assert result.state is HealthState.UNHEALTHY
-    assert "alpha on" in result.message
+    assert result.message == f"failing workers: beta on {node} (attempts exhausted, attempt 5/5)"
 
 
 def test_exhausted_workers_of_dead_nodes_do_not_count(
@@ -178,7 +184,7 @@ def test_the_number_of_queries_does_not_grow_with_the_history(
     for attempt in range(1, 30):
         make_execution(node, "alpha", attempt=attempt, max_attempts=0, status=ExecutionStatus.ERROR)
     make_execution(node, "beta", attempt=2, max_attempts=5, status=ExecutionStatus.ERROR)
-    with django_assert_max_num_queries(3):
+    with django_assert_max_num_queries(2):  # the live nodes, then the latest attempt of each worker
         report()
 
 
@@ -200,11 +206,15 @@ def test_history_enabled_reads_the_tables(make_node: Callable[..., Node], now: d
         assert workers_report(stale_after=5).state is HealthState.UNHEALTHY
 
 
-def test_invalid_settings_mean_cannot_tell() -> None:
+def test_only_the_history_settings_are_read(make_node: Callable[..., Node]) -> None:
+    # A worker that cannot be imported is the system checks' business: the history still answers.
+    make_node()
+    with override_settings(WORKERS={"HISTORY": {"ENABLED": True}, "WORKERS": ["no.such.Worker"]}):
+        assert workers_report().state is HealthState.HEALTHY
     with override_settings(WORKERS={"WORKERS": ["no.such.Worker"]}):
         result = workers_report()
     assert result.state is HealthState.UNKNOWN
-    assert "no module named 'no'" in result.message
+    assert "the history is disabled" in result.message
 
 
 def test_an_unknown_database_alias_means_cannot_tell() -> None:

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
-from tests.commands.runworkers_process import RunworkersProcess, wait_until
 from tests.health.conftest import Completed, H
+from tests.runner.runworkers_process import RunworkersProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
 Start = Callable[..., RunworkersProcess]
-ENDPOINT = r"started health endpoint on (http://127\.0\.0\.1:(\d+)) \(/livez, /readyz\)"
+ENDPOINT = r"started HTTP server on (http://127\.0\.0\.1:(\d+)) \(/livez, /readyz\)"
 
 
 def get(url: str) -> tuple[int, dict[str, Any]]:
@@ -120,8 +120,8 @@ def test_a_port_in_use_makes_runworkers_exit_with_1(runworkers: Start) -> None:
         finally:
             process.kill()
     assert (
-        f"CommandError: cannot start runworkers: the health endpoint cannot listen on "
-        f"http://127.0.0.1:{port}: Address already in use" in process.stderr
+        f"CommandError: cannot start runworkers: cannot serve /livez, /readyz on "
+        f"127.0.0.1:{port}: Address already in use" in process.stderr
     )
     assert "steady is running" not in process.stderr  # the pool never started
     assert "Traceback" not in process.stderr
@@ -134,6 +134,25 @@ def test_an_invalid_health_port_is_a_configuration_error(runworkers: Start) -> N
     finally:
         process.kill()
     assert "--health-port must be a TCP port number from 0 to 65535 (0: any free port), got 'http'" in process.stderr
+
+
+def test_one_port_given_to_metrics_and_health_serves_both(runworkers: Start) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    process = runworkers("--metrics-port", str(port), "--health-port", str(port), workers={"WORKERS": [f"{H}.Steady"]})
+    try:
+        process.expect(rf"started HTTP server on http://127\.0\.0\.1:{port} \(/metrics, /livez, /readyz\)")
+        process.expect(r"steady is running")
+        base = f"http://127.0.0.1:{port}"
+        assert poll(f"{base}/readyz", 200)["workers"] == {"steady": "running"}
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            assert b'worker_executions_total{status="started",worker="steady"}' in response.read()
+        process.send(signal.SIGTERM)
+        assert process.wait() == 0
+        assert process.stderr.count("started HTTP server") == 1  # one server, one port
+    finally:
+        process.kill()
 
 
 # -- history: the web check and checkworkers read what a real runworkers recorded ---------------------

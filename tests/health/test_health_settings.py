@@ -8,11 +8,12 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from django_workers import conf
 from django_workers.checks import check_settings
-from django_workers.conf import HealthSettings, build_pool, build_services, load_settings
-from django_workers.health_server import HealthServer
-from tests.django.workers_fixtures import PATH
+from django_workers.http import HttpServer
+from django_workers.runtime import build_pool, build_services
+from django_workers.settings import HealthSettings, WorkersSettings, load_settings
+from django_workers.settings.values import parse_port
+from tests.scenarios.workers_fixtures import PATH
 
 CLASSIC = f"{PATH}.ClassicWorker"
 
@@ -22,7 +23,7 @@ def messages(workers: object) -> list[tuple[str, str, str]]:
         return [(message.id or "", message.msg, message.hint or "") for message in check_settings()]
 
 
-def parsed(workers: dict[str, Any]) -> conf.WorkersSettings:
+def parsed(workers: dict[str, Any]) -> WorkersSettings:
     with override_settings(WORKERS=workers):
         return load_settings()
 
@@ -41,8 +42,16 @@ def test_health_defaults_to_no_endpoint_on_localhost() -> None:
         ([8081], "django_workers.E002", "WORKERS['HEALTH'] must be a dict, got [8081] (list)."),
         ({"PORT": "8081"}, "django_workers.E002", "WORKERS['HEALTH']['PORT'] must be an int, got '8081' (str)."),
         ({"PORT": True}, "django_workers.E002", "WORKERS['HEALTH']['PORT'] must be an int, got True (bool)."),
-        ({"PORT": -1}, "django_workers.E003", "WORKERS['HEALTH']['PORT'] must be >= 0, got -1."),
-        ({"PORT": 70000}, "django_workers.E003", "WORKERS['HEALTH']['PORT'] must be <= 65535, got 70000."),
+        (
+            {"PORT": -1},
+            "django_workers.E003",
+            "WORKERS['HEALTH']['PORT'] must be a TCP port number from 0 to 65535 (0: any free port), got -1.",
+        ),
+        (
+            {"PORT": 70000},
+            "django_workers.E003",
+            "WORKERS['HEALTH']['PORT'] must be a TCP port number from 0 to 65535 (0: any free port), got 70000.",
+        ),
         ({"ADDRESS": 127}, "django_workers.E002", "WORKERS['HEALTH']['ADDRESS'] must be a str, got 127 (int)."),
         ({"PROT": 8081}, "django_workers.W001", "WORKERS['HEALTH'] has an unknown key 'PROT'; did you mean 'PORT'?"),
     ],
@@ -52,17 +61,20 @@ def test_invalid_health_settings_are_check_messages(health: object, check_id: st
     assert [(found_id, msg) for found_id, msg, _ in found] == [(check_id, text)]
 
 
-def test_the_health_and_metrics_endpoints_cannot_share_a_port() -> None:
-    found = messages({"WORKERS": [CLASSIC], "HEALTH": {"PORT": 9100}, "METRICS": {"PORT": 9100}})
-    assert [found_id for found_id, _, _ in found] == ["django_workers.E019"]
-    _, msg, hint = found[0]
-    assert msg == (
-        "WORKERS['HEALTH']['PORT'] and WORKERS['METRICS']['PORT'] are both 9100: runworkers cannot serve the "
-        "health and the metrics endpoints on one port."
-    )
-    assert "a port of its own" in hint
-    # Port 0 means "any free port": two of them never collide.
-    assert messages({"WORKERS": [CLASSIC], "HEALTH": {"PORT": 0}, "METRICS": {"PORT": 0}}) == []
+def test_the_health_and_metrics_endpoints_may_share_a_port_and_are_then_one_server() -> None:
+    workers = {"WORKERS": [CLASSIC], "HEALTH": {"PORT": 9100}, "METRICS": {"PORT": 9100}}
+    assert messages(workers) == []
+    workers_settings = parsed(workers)
+    services = build_services(workers_settings, build_pool(workers_settings))
+    (server,) = [service for service in services if isinstance(service, HttpServer)]
+    assert (server.port, server.address, server.paths) == (9100, "127.0.0.1", ("/metrics", "/livez", "/readyz"))
+    # Port 0 means "any free port": two of them are two servers.
+    workers_settings = parsed({"WORKERS": [CLASSIC], "HEALTH": {"PORT": 0}, "METRICS": {"PORT": 0}})
+    services = build_services(workers_settings, build_pool(workers_settings))
+    assert [service.paths for service in services if isinstance(service, HttpServer)] == [
+        ("/metrics",),
+        ("/livez", "/readyz"),
+    ]
 
 
 def test_max_silence_and_restart_on_silence_are_parsed_and_registered() -> None:
@@ -114,17 +126,17 @@ def test_invalid_hang_detection_settings_do_not_build_a_pool() -> None:
 
 
 def test_build_services_adds_the_health_endpoint_from_settings_or_the_option() -> None:
-    def health_services(workers: dict[str, Any], options: dict[str, Any] | None = None) -> list[HealthServer]:
+    def health_services(workers: dict[str, Any], health_port: int | None = None) -> list[HttpServer]:
         workers_settings = parsed({"WORKERS": [CLASSIC], "METRICS": {"ENABLED": False}, **workers})
-        services = build_services(workers_settings, build_pool(workers_settings), options)
-        return [service for service in services if isinstance(service, HealthServer)]
+        services = build_services(workers_settings, build_pool(workers_settings), health_port=health_port)
+        return [service for service in services if isinstance(service, HttpServer)]
 
     assert health_services({}) == []
-    assert health_services({}, {"health_port": None}) == []
+    assert health_services({}, None) == []
     (from_settings,) = health_services({"HEALTH": {"PORT": 8081, "ADDRESS": "0.0.0.0"}})
-    assert (from_settings.address, from_settings.port) == ("0.0.0.0", 8081)
-    (from_option,) = health_services({"HEALTH": {"PORT": 8081}}, {"health_port": "9000"})
+    assert (from_settings.address, from_settings.port, from_settings.paths) == ("0.0.0.0", 8081, ("/livez", "/readyz"))
+    (from_option,) = health_services({"HEALTH": {"PORT": 8081}}, parse_port("9000", "--health-port"))
     assert (from_option.address, from_option.port) == ("127.0.0.1", 9000)
     for bad in ("http", "-1", "65536"):
         with pytest.raises(ValueError, match=rf"--health-port must be a TCP port number from 0 to 65535 .*{bad}"):
-            health_services({}, {"health_port": bad})
+            parse_port(bad, "--health-port")

@@ -24,6 +24,8 @@ from django_workers.core import Backoff, Worker, WorkerContext, WorkerPool
 from django_workers.core.events import AttemptFailed, AttemptSucceeded, PoolStarted, WorkerStopTimedOut
 from django_workers.core.execution import WorkerStatus
 from django_workers.metrics import DURATION_BUCKETS, WorkerMetrics, worker_label
+from django_workers.observability import metrics as observability_metrics
+from django_workers.observability.exposition import process_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ZERO_BACKOFF = Backoff(initial=0)
@@ -202,7 +204,7 @@ def test_namespace_and_subsystem_prefix_every_name(
     [
         ({"namespace": "shop"}, "shop_worker_executions_total"),
         ({"subsystem": "jobs"}, "jobs_worker_executions_total"),
-        ({"namespace": "_a1", "subsystem": "B_2"}, "_a1_B_2_worker_executions_total"),
+        ({"namespace": "_a1", "subsystem": "B_2"}, "_a1_b_2_worker_executions_total"),
     ],
 )
 def test_one_prefix_alone(registry: CollectorRegistry, kwargs: dict[str, str], name: str) -> None:
@@ -211,16 +213,48 @@ def test_one_prefix_alone(registry: CollectorRegistry, kwargs: dict[str, str], n
     assert value(registry, name, worker="w", status="started") == 0
 
 
-@pytest.mark.parametrize("bad", ["1shop", "my-app", "my app", "ns:sub", "café", "a.b", " "])
+@pytest.mark.parametrize(
+    ("kwargs", "name", "prefixes"),
+    [
+        ({"namespace": "My-App"}, "my_app_worker_executions_total", ("my_app", "")),
+        ({"subsystem": "Night Jobs"}, "night_jobs_worker_executions_total", ("", "night_jobs")),
+        ({"namespace": "my app", "subsystem": "a-B c"}, "my_app_a_b_c_worker_executions_total", ("my_app", "a_b_c")),
+        ({"namespace": "SHOP"}, "shop_worker_executions_total", ("shop", "")),
+    ],
+)
+def test_namespace_and_subsystem_are_sanitised_as_yokai_does(
+    registry: CollectorRegistry, kwargs: dict[str, str], name: str, prefixes: tuple[str, str]
+) -> None:
+    metrics = WorkerMetrics(**kwargs).register(registry)
+    assert (metrics.namespace, metrics.subsystem) == prefixes
+    metrics(PoolStarted(("My Worker",)))
+    assert value(registry, name, worker="my_worker", status="started") == 0
+
+
+@pytest.mark.parametrize("bad", ["1shop", "ns:sub", "café", "a.b", "9 lives"])
 @pytest.mark.parametrize("kind", ["namespace", "subsystem"])
-def test_invalid_prefixes_raise_value_error(kind: str, bad: str) -> None:
-    with pytest.raises(ValueError, match=rf"WorkerMetrics {kind} .* is not a valid Prometheus metric name prefix"):
+def test_prefixes_that_sanitising_cannot_make_valid_raise_value_error(kind: str, bad: str) -> None:
+    with pytest.raises(ValueError, match=rf"the metrics {kind} .* is not valid in a Prometheus metric name"):
         WorkerMetrics(**{kind: bad})
 
 
 def test_a_prefix_that_is_not_a_string_raises_type_error() -> None:
-    with pytest.raises(TypeError, match="WorkerMetrics namespace must be a str"):
+    with pytest.raises(TypeError, match="the metrics namespace must be a str"):
         WorkerMetrics(namespace=None)  # type: ignore[arg-type]
+
+
+def test_the_executions_counter_has_yokais_help_text(registry: CollectorRegistry) -> None:
+    WorkerMetrics(namespace="shop").register(registry)
+    helps = {family.name: family.documentation for family in registry.collect()}
+    assert helps["shop_worker_executions"] == "Total number of workers executions"
+
+
+def test_one_process_metrics_object_per_sanitised_prefix() -> None:
+    # Registered into the default registry once, whatever spelling of the prefix asks for it.
+    first = process_metrics("Process-Metrics Test")
+    assert first.namespace == "process_metrics_test"
+    assert process_metrics("process_metrics_test") is first
+    assert process_metrics("PROCESS-METRICS-TEST") is first
 
 
 def test_registering_twice_into_one_registry_raises(registry: CollectorRegistry) -> None:
@@ -473,12 +507,19 @@ def test_set_heartbeat_rejects_naive_datetimes_and_non_numbers() -> None:
 def test_a_clear_import_error_without_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # None: "import prometheus_client" fails
     monkeypatch.delitem(sys.modules, "django_workers.metrics")
-    with pytest.raises(ImportError) as info:
-        importlib.import_module("django_workers.metrics")
-    assert str(info.value) == (
-        "django_workers.metrics needs prometheus-client: pip install django-worker-pool[metrics]"
-    )
-    assert info.value.name == "prometheus_client"
+    monkeypatch.delitem(sys.modules, "django_workers.observability.metrics")
+    for module in ("django_workers.metrics", "django_workers.observability.metrics"):
+        with pytest.raises(ImportError) as info:
+            importlib.import_module(module)
+        assert str(info.value) == (
+            "django_workers.metrics needs prometheus-client: pip install django-worker-pool[metrics]"
+        )
+        assert info.value.name == "prometheus_client"
+
+
+def test_the_public_path_is_the_observability_module() -> None:
+    assert WorkerMetrics is observability_metrics.WorkerMetrics
+    assert WorkerMetrics.__module__ == "django_workers.observability.metrics"
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -499,7 +540,8 @@ def test_the_core_and_the_probe_do_not_import_prometheus_client() -> None:
     result = run_python(
         """
         import sys
-        import django_workers, django_workers.core, django_workers.logging, django_workers.probe
+        import django_workers, django_workers.core, django_workers.core.logs, django_workers.probe
+        import django_workers.health, django_workers.health.rule, django_workers.observability.names
         print(sorted(m for m in sys.modules if m.startswith("prometheus_client")))
         """
     )

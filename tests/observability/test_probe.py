@@ -1,4 +1,4 @@
-"""Health probe: healthy unless a worker is unknown or has exhausted its attempts in error."""
+"""Health probe and the one health rule: unknown, exhausted (the field), silent, or error while stopping."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 
 import django_workers
 from django_workers.core import Backoff, Worker, WorkerContext, WorkerPool, WorkerStatus
-from django_workers.probe import ProbeResult, WorkerProbe, is_exhausted
+from django_workers.health import rule
+from django_workers.health.rule import EXHAUSTED, NOT_STARTED, STOPPED_IN_ERROR, problem
+from django_workers.probe import ProbeResult, WorkerProbe
 from tests.conftest import wait_for
 
 ZERO_BACKOFF = Backoff(initial=0)
@@ -139,16 +141,61 @@ def test_a_single_attempt_that_failed_is_exhausted(make_pool: Callable[..., Work
     assert check(pool) == ProbeResult(False, "once: error")
 
 
-def test_exhaustion_is_seen_without_the_event_in_the_bounded_history(make_pool: Callable[..., WorkerPool]) -> None:
+def test_exhaustion_is_the_field_not_the_event_text(make_pool: Callable[..., WorkerPool]) -> None:
     pool = make_pool(FnWorker("doomed", always(lambda: ValueError("boom"))), max_executions_attempts=2)
     pool.start()
     assert pool.wait(10)
     execution = pool.execution("doomed")
-    # As if the history bound had dropped every event: attempts == max tells it.
-    assert is_exhausted(dataclasses.replace(execution, events=()))
-    assert not is_exhausted(dataclasses.replace(execution, events=(), current_execution_attempt=1))
-    assert is_exhausted(dataclasses.replace(execution, events=(), current_execution_attempt=1), stopping=True)
-    assert not is_exhausted(dataclasses.replace(execution, status=WorkerStatus.SUCCESS))
+    assert execution.exhausted
+    # As if the history bound had dropped every event: the field tells it.
+    assert problem(dataclasses.replace(execution, events=()), stopping=False) == EXHAUSTED
+    # The event's text alone decides nothing: a snapshot without the field is not exhausted...
+    assert execution.has_event("max execution attempts reached")
+    assert problem(dataclasses.replace(execution, exhausted=False), stopping=False) == ""
+    # ...unless the pool is stopping (nothing restarts then).
+    assert problem(dataclasses.replace(execution, exhausted=False), stopping=True) == STOPPED_IN_ERROR
+    assert problem(dataclasses.replace(execution, status=WorkerStatus.SUCCESS), stopping=True) == ""
+
+
+def test_an_error_that_is_not_exhausted_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(
+        FnWorker("flaky", always(lambda: ValueError("boom"))), max_executions_attempts=3, restart_backoff=LONG_BACKOFF
+    )
+    pool.start()
+    wait_for(lambda: pool.execution("flaky").has_event("restarting after error"))
+    execution = pool.execution("flaky")
+    assert (execution.status, execution.exhausted) == (WorkerStatus.ERROR, False)
+    assert problem(execution, stopping=False) == ""
+    # Not the attempt counter either: only the supervisor decides that the attempts are exhausted.
+    assert problem(dataclasses.replace(execution, current_execution_attempt=3), stopping=False) == ""
+    assert check(pool) == ProbeResult(True, "flaky: error")
+
+
+def test_the_rule_names_each_problem(make_pool: Callable[..., WorkerPool]) -> None:
+    pool = make_pool(FnWorker("a"))
+    execution = pool.execution("a")
+    assert problem(execution, stopping=False) == NOT_STARTED == "not started"
+    silent = dataclasses.replace(execution, status=WorkerStatus.RUNNING, silent=True, max_silence=2.5)
+    assert problem(silent, stopping=False) == "silent (no heartbeat for 2.5 seconds)"
+    assert rule.probe_item("a", silent) == "a: running (silent)"
+    running = dataclasses.replace(execution, status=WorkerStatus.RUNNING)
+    assert problem(running, stopping=True) == ""  # stopping is not a problem in itself
+    assert EXHAUSTED == "attempts exhausted"
+
+
+@pytest.mark.parametrize(
+    ("status", "attempt", "max_attempts", "expected"),
+    [
+        ("error", 3, 3, "attempts exhausted"),
+        ("error", 4, 3, "attempts exhausted"),
+        ("error", 2, 3, ""),  # a restart is pending
+        ("error", 9, 0, ""),  # unlimited attempts never exhaust
+        ("success", 3, 3, ""),
+        ("running", 3, 3, ""),
+    ],
+)
+def test_the_rule_of_a_recorded_attempt(status: str, attempt: int, max_attempts: int, expected: str) -> None:
+    assert rule.recorded_problem(status, attempt, max_attempts) == expected
 
 
 def test_success_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:

@@ -10,20 +10,19 @@ host), then a one-line verdict.
   host given), which is what a probe of a worker pod wants.
 - With ``--url http://127.0.0.1:8081/readyz`` it asks a ``runworkers --health-port`` process
   instead (no database needed).
+
+The reports and the rule they apply live in :mod:`django_workers.health`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import socket
-import urllib.error
-import urllib.request
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...readiness import HealthReport, HealthState, WorkerHealth, describe, workers_report
+from ...health.reports import HealthReport, HealthState, describe, url_report, workers_report
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -44,35 +43,6 @@ def _seconds(option: str, value: str) -> float:
     if math.isnan(seconds) or math.isinf(seconds) or seconds <= 0:
         raise CommandError(f"{option} must be a number of seconds > 0, got {value!r}", returncode=EXIT_UNKNOWN)
     return seconds
-
-
-def ask_url(url: str, timeout: float) -> HealthReport:
-    """The report of a ``runworkers --health-port`` endpoint (its ``/readyz``)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            status, payload = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, payload = exc.code, exc.read()
-        exc.close()
-    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed URL
-        reason = getattr(exc, "reason", exc)
-        return HealthReport(HealthState.UNKNOWN, f"cannot tell: no answer from {url}: {reason}")
-    try:
-        body = json.loads(payload)
-        workers = body.get("workers") or {}
-        failing = body.get("failing") or {}
-        message = str(body.get("message", ""))
-        items = tuple(
-            WorkerHealth(str(name), str(state), name not in failing, problem=str(failing.get(name, "")))
-            for name, state in workers.items()
-        )
-    except (ValueError, AttributeError, TypeError):
-        return HealthReport(HealthState.UNKNOWN, f"cannot tell: {url} answered {status} without a JSON health report")
-    if status == 200:
-        return HealthReport(HealthState.HEALTHY, message, items, source=url)
-    if status == 503:
-        return HealthReport(HealthState.UNHEALTHY, message, items, source=url)
-    return HealthReport(HealthState.UNKNOWN, f"cannot tell: {url} answered {status}: {message}", items, source=url)
 
 
 class Command(BaseCommand):
@@ -143,7 +113,7 @@ class Command(BaseCommand):
                     "--url asks a runworkers process directly: --node, --database and --stale-after do not apply",
                     returncode=EXIT_UNKNOWN,
                 )
-            return ask_url(options["url"], _seconds("--timeout", options["timeout"]))
+            return url_report(options["url"], _seconds("--timeout", options["timeout"]))
         stale_after = _seconds("--stale-after", options["stale_after"]) if options["stale_after"] else None
         return workers_report(
             database=options["database"], stale_after=stale_after, hostname=options["node"], use_pool=False

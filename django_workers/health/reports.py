@@ -1,14 +1,17 @@
-"""The health of the workers as any process can see it: from a pool it runs, or from the history.
+"""The health of the workers as any process can see it: from a pool it runs, the history, or a URL.
 
 One answer, three consumers: the django-health-check check of the web process
-(:mod:`django_workers.health`), ``manage.py checkworkers`` and ``runworkers --health-port``
-(:mod:`django_workers.health_server`, which reads its own pool).
+(:mod:`django_workers.health.check`), ``manage.py checkworkers`` and ``/readyz`` of
+``runworkers`` (:mod:`django_workers.http`, which reads its own pool). Every verdict on a worker
+comes from :mod:`django_workers.health.rule`.
 
 - :func:`pool_report` reads a pool's execution snapshots (:class:`~django_workers.probe.WorkerProbe`
-  semantics: a worker that is ``unknown``, has exhausted its attempts, or is silent is unhealthy).
+  semantics and message).
 - :func:`history_report` reads the history tables (``WORKERS["HISTORY"]``), written by the
   recorder of every ``runworkers`` process: healthy when at least one node's heartbeat is fresh
   (compared with the database clock) and no worker on a live node has exhausted its attempts.
+- :func:`url_report` asks the ``/readyz`` of a ``runworkers`` process
+  (:meth:`HealthReport.as_json` is what it answers).
 - :func:`workers_report` picks: the pool of this process when one was started here, else the
   history, else "cannot tell".
 
@@ -21,23 +24,24 @@ be public; the admin and the logs have the errors).
 from __future__ import annotations
 
 import enum
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.apps import apps
 from django.db import DatabaseError, connections
 from django.db.models import F, Window
 from django.db.models.functions import Now, RowNumber
 
-from .core.execution import WorkerStatus
-from .probe import ATTEMPTS_EXHAUSTED, WorkerProbe, is_exhausted
-
-if TYPE_CHECKING:
-    from .conf import WorkersSettings
-    from .core.pool import WorkerPool
+from ..core.execution import WorkerStatus
+from ..core.pool import WorkerPool
+from ..models import Execution, Node
+from ..settings import history_settings
+from .rule import probe_item, problem, recorded_problem
 
 __all__ = [
     "HealthReport",
@@ -47,7 +51,7 @@ __all__ = [
     "history_report",
     "in_process_pool",
     "pool_report",
-    "stale_after_seconds",
+    "url_report",
     "workers_report",
 ]
 
@@ -73,7 +77,7 @@ class WorkerHealth:
     node: str = ""
     #: ``attempt/max`` of the current (or last) attempt, ``""`` when none was recorded.
     attempt: str = ""
-    #: Why it is unhealthy (``attempts exhausted``, ``silent``, ``not started``), or ``""``.
+    #: Why it is unhealthy (``attempts exhausted``, ``silent (…)``, ``not started``), or ``""``.
     problem: str = ""
 
 
@@ -84,13 +88,26 @@ class HealthReport:
     state: HealthState
     message: str
     workers: tuple[WorkerHealth, ...] = ()
-    #: Where the answer comes from: ``"pool"``, ``"history"``, or ``""`` when nothing could be read.
+    #: Where the answer comes from: ``"pool"``, ``"history"``, a URL, or ``""`` when nothing could be read.
     source: str = ""
 
     @property
     def healthy(self) -> bool:
         """True only for :attr:`HealthState.HEALTHY` (cannot tell is not healthy)."""
         return self.state is HealthState.HEALTHY
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON body of ``/readyz``, which :func:`url_report` reads back.
+
+        ``{"status": "healthy"|"unhealthy"|"unknown", "workers": {name: status},
+        "failing": {name: problem}, "message": "..."}``
+        """
+        return {
+            "status": self.state.value,
+            "workers": {item.worker: item.status for item in self.workers},
+            "failing": {item.worker: item.problem for item in self.workers if not item.healthy},
+            "message": self.message,
+        }
 
 
 def _attempts(attempt: int, maximum: int) -> str:
@@ -101,26 +118,21 @@ def _attempts(attempt: int, maximum: int) -> str:
 
 
 def pool_report(pool: WorkerPool) -> HealthReport:
-    """The health of a pool running in this process, with :class:`WorkerProbe`'s verdict and message."""
-    result = WorkerProbe(pool).check()
-    stopping = pool.stopping
+    """The health of a pool running in this process: :class:`WorkerProbe`'s verdict and message."""
+    stopping = pool.stopping  # read first, as WorkerProbe does
+    executions = pool.executions()
     items = []
-    for name, execution in pool.executions().items():
-        problem = ""
-        if execution.silent:
-            problem = f"silent (no heartbeat for {execution.max_silence:g} seconds)"
-        elif execution.status is WorkerStatus.UNKNOWN:
-            problem = "not started"
-        elif is_exhausted(execution, stopping):
-            problem = "attempts exhausted" if not stopping else "failed, and the pool is stopping"
+    for name, execution in executions.items():
+        why = problem(execution, stopping)
         attempt = (
             _attempts(execution.current_execution_attempt, execution.max_executions_attempts)
             if execution.current_execution_attempt
             else ""
         )
-        items.append(WorkerHealth(name, execution.status.value, not problem, attempt=attempt, problem=problem))
-    state = HealthState.HEALTHY if result.success else HealthState.UNHEALTHY
-    return HealthReport(state, result.message, tuple(items), source="pool")
+        items.append(WorkerHealth(name, execution.status.value, not why, attempt=attempt, problem=why))
+    state = HealthState.HEALTHY if all(item.healthy for item in items) else HealthState.UNHEALTHY
+    message = ", ".join(probe_item(name, execution) for name, execution in executions.items())
+    return HealthReport(state, message, tuple(items), source="pool")
 
 
 def in_process_pool() -> WorkerPool | None:
@@ -128,8 +140,6 @@ def in_process_pool() -> WorkerPool | None:
 
     Never builds a pool: a web process that did not start one gets ``None``.
     """
-    from django.apps import apps
-
     if not apps.ready:
         return None
     try:
@@ -142,16 +152,6 @@ def in_process_pool() -> WorkerPool | None:
 
 
 # -- the history tables -----------------------------------------------------------------------------
-
-
-def stale_after_seconds(workers_settings: WorkersSettings) -> float:
-    """Seconds after its last heartbeat when a node counts as gone.
-
-    The recorder's orphan grace (``HISTORY["ORPHAN_GRACE"]``, by default three times
-    ``HISTORY["HEARTBEAT_INTERVAL"]``): a node the health check calls gone is one whose open
-    executions the recorder of another node closes as lost.
-    """
-    return workers_settings.history.grace
 
 
 def _seconds(delta: timedelta | None) -> str:
@@ -167,8 +167,9 @@ def history_report(database: str = "default", *, stale_after: float, hostname: s
     A node is live when it has not stopped and its last heartbeat is younger than ``stale_after``
     seconds by the database's clock (``Now()``, the clock that wrote it). Healthy when at least one
     node is live and no worker on a live node has exhausted its attempts (its latest attempt is in
-    ``error`` and was the last one allowed). ``hostname`` restricts the report to the nodes of one
-    host. A database error gives an ``unknown`` report, never an exception.
+    ``error`` and was the last one allowed, read from the ``attempt`` and ``max_attempts``
+    columns). ``hostname`` restricts the report to the nodes of one host. A database error gives
+    an ``unknown`` report, never an exception.
     """
     where = f" on host {hostname!r}" if hostname else ""
     try:
@@ -182,8 +183,6 @@ def history_report(database: str = "default", *, stale_after: float, hostname: s
 
 
 def _read_history(database: str, stale_after: float, hostname: str | None, where: str) -> HealthReport:
-    from .models import Execution, ExecutionEvent, Node
-
     nodes = Node.objects.using(database).filter(stopped_at__isnull=True)
     if hostname:
         nodes = nodes.filter(hostname=hostname)
@@ -198,7 +197,7 @@ def _read_history(database: str, stale_after: float, hostname: str | None, where
         )
 
     labels = {node.pk: str(node) for node in live}
-    latest = list(
+    latest = (
         Execution.objects.using(database)
         .filter(node__in=list(labels))
         .annotate(
@@ -211,27 +210,16 @@ def _read_history(database: str, stale_after: float, hostname: str | None, where
         .filter(rank=1)
         .only("id", "node_id", "worker", "attempt", "max_attempts", "status")
     )
-    # An error that is not on the last allowed attempt may still be the last one: the event says so.
-    undecided = [
-        row.pk for row in latest if row.status == WorkerStatus.ERROR and not (0 < row.max_attempts <= row.attempt)
-    ]
-    marked = set(
-        ExecutionEvent.objects.using(database)
-        .filter(execution_id__in=undecided, message=ATTEMPTS_EXHAUSTED)
-        .values_list("execution_id", flat=True)
-        if undecided
-        else ()
-    )
     rows: dict[tuple[Any, str], WorkerHealth] = {}
     for row in latest:
-        exhausted = row.status == WorkerStatus.ERROR and (0 < row.max_attempts <= row.attempt or row.pk in marked)
+        why = recorded_problem(row.status, row.attempt, row.max_attempts)
         rows[(row.node_id, row.worker)] = WorkerHealth(
             row.worker,
             row.status,
-            not exhausted,
+            not why,
             node=labels[row.node_id],
             attempt=_attempts(row.attempt, row.max_attempts),
-            problem="attempts exhausted" if exhausted else "",
+            problem=why,
         )
     # Grouped by node, not by label: two processes can share host:pid (pid 1 in restarted containers).
     per_node: dict[Any, list[WorkerHealth]] = {}
@@ -258,8 +246,6 @@ def _read_history(database: str, stale_after: float, hostname: str | None, where
 
 
 def _no_live_node(database: str, hostname: str | None, where: str, stale_after: float) -> str:
-    from .models import Node
-
     nodes = Node.objects.using(database).all()
     if hostname:
         nodes = nodes.filter(hostname=hostname)
@@ -275,27 +261,43 @@ def _no_live_node(database: str, hostname: str | None, where: str, stale_after: 
     )
 
 
-# -- choosing -------------------------------------------------------------------------------------
+# -- a runworkers endpoint --------------------------------------------------------------------------
 
 
-_cached_settings: tuple[object, WorkersSettings] | None = None
+def url_report(url: str, timeout: float) -> HealthReport:
+    """The report of a ``runworkers`` ``/readyz`` endpoint (``http://127.0.0.1:8081/readyz``).
 
-
-def _workers_settings() -> WorkersSettings:
-    """``load_settings()``, parsed again only when ``settings.WORKERS`` is another object.
-
-    Validation imports and instantiates the workers: too much work for every probe.
+    200 is healthy, 503 unhealthy; no answer, another status or a body that is not a health
+    report is ``unknown``.
     """
-    global _cached_settings
-    from .conf import load_settings
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+        exc.close()
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed URL
+        reason = getattr(exc, "reason", exc)
+        return HealthReport(HealthState.UNKNOWN, f"cannot tell: no answer from {url}: {reason}")
+    try:
+        body = json.loads(payload)
+        workers = body.get("workers") or {}
+        failing = body.get("failing") or {}
+        message = str(body.get("message", ""))
+        items = tuple(
+            WorkerHealth(str(name), str(state), name not in failing, problem=str(failing.get(name, "")))
+            for name, state in workers.items()
+        )
+    except (ValueError, AttributeError, TypeError):
+        return HealthReport(HealthState.UNKNOWN, f"cannot tell: {url} answered {status} without a JSON health report")
+    if status == 200:
+        return HealthReport(HealthState.HEALTHY, message, items, source=url)
+    if status == 503:
+        return HealthReport(HealthState.UNHEALTHY, message, items, source=url)
+    return HealthReport(HealthState.UNKNOWN, f"cannot tell: {url} answered {status}: {message}", items, source=url)
 
-    raw = getattr(settings, "WORKERS", None)
-    cached = _cached_settings
-    if cached is not None and cached[0] is raw:
-        return cached[1]
-    parsed = load_settings()
-    _cached_settings = (raw, parsed)
-    return parsed
+
+# -- choosing -------------------------------------------------------------------------------------
 
 
 def workers_report(
@@ -310,17 +312,15 @@ def workers_report(
 
     ``pool`` (else the app's pool when it was started in this process, unless ``use_pool`` is
     false); else the history tables when ``WORKERS["HISTORY"]["ENABLED"]`` (``database`` defaults
-    to ``HISTORY.DATABASE``, ``stale_after`` to the recorder's orphan grace); else an ``unknown`` report.
+    to ``HISTORY.DATABASE``, ``stale_after`` to the recorder's orphan grace); else an ``unknown``
+    report. Only ``WORKERS["HISTORY"]`` is read (no worker is imported): a mistake elsewhere in
+    ``settings.WORKERS`` does not hide the history.
     """
     if pool is None and use_pool:
         pool = in_process_pool()
     if pool is not None:
         return pool_report(pool)
-    try:
-        workers_settings = _workers_settings()
-    except ImproperlyConfigured as exc:
-        return HealthReport(HealthState.UNKNOWN, f"cannot tell: {exc}")
-    history = workers_settings.history
+    history = history_settings()
     if not history.enabled:
         no_pool = " and no worker pool was started in this process" if use_pool else ""
         return HealthReport(
@@ -331,9 +331,8 @@ def workers_report(
     alias = database or history.database
     if alias not in connections:
         return HealthReport(HealthState.UNKNOWN, f"cannot tell: {alias!r} is not a key of settings.DATABASES")
-    if stale_after is None:
-        stale_after = stale_after_seconds(workers_settings)
-    return history_report(alias, stale_after=stale_after, hostname=hostname)
+    # A node the check calls gone is one whose open attempts the recorder of another node closes.
+    return history_report(alias, stale_after=history.grace if stale_after is None else stale_after, hostname=hostname)
 
 
 def describe(items: Sequence[WorkerHealth]) -> list[str]:

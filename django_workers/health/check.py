@@ -1,6 +1,7 @@
 """The django-health-check (4.x) check of the workers, for the web process.
 
-Configured in the URLconf, the 4.x way (``pip install 'django-worker-pool[health]'``)::
+Public as ``django_workers.health.Workers``. Configured in the URLconf, the 4.x way
+(``pip install 'django-worker-pool[health]'``)::
 
     from health_check.views import HealthCheckView
 
@@ -18,7 +19,7 @@ The check answers from the pool of this process when one was started here
 that every ``runworkers`` process writes (``WORKERS["HISTORY"]["ENABLED"]``). It fails
 (django-health-check answers HTTP 500) when a worker has exhausted its attempts, when no
 ``runworkers`` heartbeat is fresh, and when it cannot tell (history disabled and no pool here,
-database unreachable). See docs/health.md and :mod:`django_workers.readiness`.
+database unreachable). See docs/health.md and :mod:`django_workers.health.reports`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from django.db import connections
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 
-from .readiness import HealthState, in_process_pool, workers_report
+from .reports import HealthState, in_process_pool, workers_report
 
 __all__ = ["Workers"]
 

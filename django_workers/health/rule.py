@@ -1,0 +1,106 @@
+"""The one rule of what makes a worker unhealthy, and the probe of a pool built on it.
+
+Framework-free: it reads execution snapshots (:class:`~django_workers.core.WorkerExecution`)
+only. Everything that judges health uses it: :class:`WorkerProbe`, ``/readyz``
+(:mod:`django_workers.http`), the django-health-check check and ``checkworkers``
+(:mod:`django_workers.health.reports`).
+
+A worker is unhealthy when it is
+
+- ``unknown``: registered but not started;
+- exhausted: its last allowed attempt failed (``WorkerExecution.exhausted``), it will not run again;
+- silent: registered with ``max_silence`` and its running attempt stopped calling ``ctx.heartbeat()``;
+- in ``error`` while the pool is stopping: nothing restarts it then.
+
+An ``error`` between two attempts, while a restart is pending, is healthy: it is transient.
+Problems are facts of the snapshot (fields), never text found in its events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.execution import WorkerExecution, WorkerStatus
+from ..core.pool import WorkerPool
+
+__all__ = [
+    "EXHAUSTED",
+    "NOT_STARTED",
+    "STOPPED_IN_ERROR",
+    "ProbeResult",
+    "WorkerProbe",
+    "probe_item",
+    "problem",
+    "recorded_problem",
+]
+
+#: The problem of a worker registered but not started.
+NOT_STARTED = "not started"
+#: The problem of a worker whose last allowed attempt failed.
+EXHAUSTED = "attempts exhausted"
+#: The problem of a worker in ``error`` once the pool is stopping.
+STOPPED_IN_ERROR = "failed, and the pool is stopping"
+
+
+def problem(execution: WorkerExecution, stopping: bool) -> str:
+    """Why the worker of ``execution`` is unhealthy, or ``""`` when it is healthy.
+
+    ``stopping`` is whether its pool is stopping (``pool.stopping``): an ``error`` is final then.
+    """
+    status = execution.status
+    if status is WorkerStatus.UNKNOWN:
+        return NOT_STARTED
+    if status is WorkerStatus.ERROR and execution.exhausted:
+        return EXHAUSTED
+    if execution.silent:
+        return f"silent (no heartbeat for {execution.max_silence:g} seconds)"
+    if status is WorkerStatus.ERROR and stopping:
+        return STOPPED_IN_ERROR
+    return ""
+
+
+def recorded_problem(status: str, attempt: int, max_attempts: int) -> str:
+    """The rule applied to an attempt read from the history tables (no pool at hand).
+
+    An attempt in ``error`` that was the last one allowed (``attempt >= max_attempts > 0``) is
+    exhausted: exactly when the supervisor sets ``exhausted`` (and records the event saying so).
+    Anything else recorded is healthy; staleness is the node's business, not the attempt's.
+    """
+    if status == WorkerStatus.ERROR and 0 < max_attempts <= attempt:
+        return EXHAUSTED
+    return ""
+
+
+def probe_item(name: str, execution: WorkerExecution) -> str:
+    """One item of a probe message: ``name: status``, with `` (silent)`` for a silent worker."""
+    item = f"{name}: {execution.status.value}"
+    return f"{item} (silent)" if execution.silent else item
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of a probe: ``success`` and one ``name: status`` item per worker."""
+
+    success: bool
+    message: str
+
+
+class WorkerProbe:
+    """Checks the health of a pool's workers (see the module doc for the rule).
+
+    A pool without workers is healthy. The message lists ``name: status`` items in registration
+    order, joined by ``, ``; a silent worker's item reads ``name: running (silent)``.
+    """
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+
+    def check(self) -> ProbeResult:
+        """Probe the pool now."""
+        stopping = self.pool.stopping  # read first: a later stop only makes the next probe stricter
+        executions = self.pool.executions()
+        success = not any(problem(execution, stopping) for execution in executions.values())
+        return ProbeResult(success, ", ".join(probe_item(name, execution) for name, execution in executions.items()))
+
+    def __repr__(self) -> str:
+        return f"<WorkerProbe {self.pool!r}>"

@@ -1,0 +1,301 @@
+"""Prometheus metrics of a worker pool: a lifecycle listener that counts into prometheus_client.
+
+Optional (``pip install django-worker-pool[metrics]``); the core never imports it. Its public
+path is ``django_workers.metrics``. A pool counts into a :class:`WorkerMetrics` when it is one of
+its listeners (``WorkerPool(metrics=WorkerMetrics())``); expose them by registering it into a
+registry::
+
+    from prometheus_client import REGISTRY
+    from django_workers.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(namespace="myapp").register(REGISTRY)
+
+Metrics, each name prefixed with ``<namespace>_<subsystem>_`` when those are given (sanitised as
+Yokai does: lower-cased, spaces and dashes replaced by ``_``, so ``"My-App"`` gives ``my_app_``):
+
+- ``worker_executions_total{worker, status}`` (counter, as in Yokai, with its HELP text):
+  ``status`` is ``started``, ``success`` or ``error`` for execution attempts (a recovered panic
+  counts as ``error``), or ``restarted`` for restarts.
+- ``workers_running{worker}`` (gauge): 1 while an attempt runs, else 0.
+- ``worker_execution_duration_seconds{worker, status}`` (histogram, ``status`` ``success`` or
+  ``error``): how long each attempt ran, with buckets from 10 ms to a day (:data:`DURATION_BUCKETS`).
+- ``worker_recorder_dropped_events_total`` (counter) and
+  ``worker_last_heartbeat_timestamp_seconds`` (gauge, Unix time): updated by the history
+  recorder through :meth:`WorkerMetrics.record_dropped` and :meth:`WorkerMetrics.set_heartbeat`.
+
+The ``worker`` label is :func:`~django_workers.observability.names.worker_label` of the worker
+name (``"My Worker-1"`` becomes ``"my_worker_1"``). The series of the workers a pool starts with
+exist from ``start()`` on, at 0, so rates and alerts work before the first failure; a worker
+registered after ``start()`` gets its series on its first event.
+
+Multiprocess mode: when several processes serve metrics (``runworkers`` beside a web server with
+several processes, say), set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory *before*
+prometheus_client is imported, in every process, and expose a registry holding a
+``prometheus_client.multiprocess.MultiProcessCollector`` rather than registering this object
+(:func:`django_workers.observability.exposition.exposition_registry` does). Counters and the
+histogram are summed over processes. The gauges declare how they aggregate: ``workers_running``
+with ``livesum`` (the number of attempts running in the processes alive now) and
+``worker_last_heartbeat_timestamp_seconds`` with ``max`` (the latest heartbeat of any process).
+The modes are ignored outside multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+try:
+    from prometheus_client import Counter, Gauge, Histogram
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides prometheus_client
+    raise ImportError(
+        "django_workers.metrics needs prometheus-client: pip install django-worker-pool[metrics]",
+        name="prometheus_client",
+    ) from exc
+
+from ..core.events import (
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    LifecycleEvent,
+    PoolStarted,
+    WorkerDeferred,
+    WorkerFinished,
+    WorkerRestarting,
+)
+from .names import metric_prefix, worker_label
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector, CollectorRegistry
+
+__all__ = ["DURATION_BUCKETS", "EXECUTIONS_HELP", "WorkerMetrics", "worker_label"]
+
+#: Histogram buckets (seconds) of attempt durations: workers run from milliseconds to days.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    12 * 3600.0,
+    24 * 3600.0,
+    math.inf,
+)
+
+#: The HELP text of ``worker_executions_total``: Yokai's, word for word.
+EXECUTIONS_HELP = "Total number of workers executions"
+
+
+class _Series:
+    """The labelled children of one worker, created once and reused on every event."""
+
+    __slots__ = ("duration_error", "duration_success", "error", "restarted", "running", "started", "success")
+
+    def __init__(self, metrics: WorkerMetrics, label: str) -> None:
+        executions = metrics._executions
+        self.started = executions.labels(label, "started")
+        self.restarted = executions.labels(label, "restarted")
+        self.success = executions.labels(label, "success")
+        self.error = executions.labels(label, "error")
+        self.running = metrics._running.labels(label)
+        self.duration_success = metrics._duration.labels(label, "success")
+        self.duration_error = metrics._duration.labels(label, "error")
+
+
+class WorkerMetrics:
+    """Prometheus metrics of a worker pool, fed by its lifecycle events (see the module doc).
+
+    It is a pool listener: ``pool.add_listener(metrics)`` or ``WorkerPool(metrics=metrics)``.
+    Nothing is exported until :meth:`register` adds it to a registry. ``namespace`` and
+    ``subsystem`` prefix every metric name, sanitised as Yokai does (``"My-App"`` becomes
+    ``"my_app"``; :attr:`namespace` and :attr:`subsystem` hold the sanitised values); what
+    sanitising cannot make valid (a dot, a leading digit) raises ``ValueError``.
+    """
+
+    #: The events it counts: the pool calls it for these only (set below, from _HANDLERS).
+    event_types: ClassVar[frozenset[type]]
+
+    def __init__(self, namespace: str = "", subsystem: str = "") -> None:
+        self.namespace = metric_prefix("namespace", namespace)
+        self.subsystem = metric_prefix("subsystem", subsystem)
+        ns, sub = self.namespace, self.subsystem
+        self._executions = Counter(
+            "worker_executions",
+            EXECUTIONS_HELP,
+            ("worker", "status"),
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
+        self._running = Gauge(
+            "workers_running",
+            "1 while an execution attempt of the worker runs, else 0.",
+            ("worker",),
+            multiprocess_mode="livesum",
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
+        self._duration = Histogram(
+            "worker_execution_duration_seconds",
+            "Duration of worker execution attempts, by outcome.",
+            ("worker", "status"),
+            buckets=DURATION_BUCKETS,
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
+        self._dropped = Counter(
+            "worker_recorder_dropped_events",
+            "Lifecycle events the execution history recorder dropped instead of storing them.",
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
+        self._heartbeat = Gauge(
+            "worker_last_heartbeat_timestamp_seconds",
+            "Unix time of the last heartbeat of the worker process.",
+            multiprocess_mode="max",
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
+        self._series: dict[str, _Series] = {}
+        self._registries: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
+
+    @property
+    def collectors(self) -> tuple[Collector, ...]:
+        """The prometheus_client metrics, in the order they are registered."""
+        return (self._executions, self._running, self._duration, self._dropped, self._heartbeat)
+
+    # -- registries -----------------------------------------------------------------------------
+
+    def register(self, registry: CollectorRegistry) -> WorkerMetrics:
+        """Add the metrics to ``registry`` and return ``self``.
+
+        Raises ``ValueError`` when this object is already registered there, or when another
+        collector of the registry already uses one of the names (the registry is then unchanged).
+        """
+        if registry in self._registries:
+            raise ValueError(
+                f"this WorkerMetrics (namespace={self.namespace!r}, subsystem={self.subsystem!r}) "
+                f"is already registered in {registry!r}"
+            )
+        done: list[Collector] = []
+        try:
+            for collector in self.collectors:
+                registry.register(collector)
+                done.append(collector)
+        except ValueError as exc:
+            for collector in done:
+                registry.unregister(collector)
+            raise ValueError(
+                f"cannot register WorkerMetrics (namespace={self.namespace!r}, subsystem={self.subsystem!r}): "
+                f"{exc}; another collector of this registry (another WorkerMetrics?) already uses these names; "
+                f"give this one a different namespace or subsystem"
+            ) from exc
+        self._registries.add(registry)
+        return self
+
+    def unregister(self, registry: CollectorRegistry) -> None:
+        """Remove the metrics from ``registry``; ``LookupError`` when they are not registered there."""
+        if registry not in self._registries:
+            raise LookupError(f"this WorkerMetrics is not registered in {registry!r}")
+        for collector in self.collectors:
+            registry.unregister(collector)
+        self._registries.discard(registry)
+
+    # -- the listener ---------------------------------------------------------------------------
+
+    def __call__(self, event: LifecycleEvent) -> None:
+        """Count one lifecycle event (called by the pool, in the thread where it happens)."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _of(self, name: str) -> _Series:
+        series = self._series.get(name)
+        if series is None:
+            # Two threads may build it at once: labels() returns the same children to both.
+            series = self._series.setdefault(name, _Series(self, worker_label(name)))
+        return series
+
+    def _pool_started(self, event: PoolStarted) -> None:
+        for name in event.workers:
+            self._of(name)
+
+    def _deferred(self, event: WorkerDeferred) -> None:
+        self._of(event.worker)
+
+    def _attempt_started(self, event: AttemptStarted) -> None:
+        series = self._of(event.worker)
+        series.started.inc()
+        series.running.set(1)
+
+    def _attempt_succeeded(self, event: AttemptSucceeded) -> None:
+        series = self._of(event.worker)
+        series.running.set(0)
+        series.success.inc()
+        series.duration_success.observe(event.duration)
+
+    def _attempt_failed(self, event: AttemptFailed) -> None:
+        series = self._of(event.worker)
+        series.running.set(0)
+        series.error.inc()
+        series.duration_error.observe(event.duration)
+
+    def _restarting(self, event: WorkerRestarting) -> None:
+        self._of(event.worker).restarted.inc()
+
+    def _finished(self, event: WorkerFinished) -> None:
+        # Supervision ended: no attempt of this worker runs any more, whatever happened.
+        self._of(event.worker).running.set(0)
+
+    # -- updated by the history recorder --------------------------------------------------------
+
+    def record_dropped(self, count: int = 1) -> None:
+        """Count ``count`` lifecycle events that the history recorder had to drop."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"record_dropped() takes a number of events (an int >= 0), got {count!r}")
+        if count:
+            self._dropped.inc(count)
+
+    def set_heartbeat(self, timestamp: float | datetime | None = None) -> None:
+        """Set the last heartbeat: Unix time in seconds, an aware ``datetime``, or now when None."""
+        if timestamp is None:
+            value = time.time()
+        elif isinstance(timestamp, datetime):
+            if timestamp.tzinfo is None:
+                raise ValueError(f"set_heartbeat() needs a timezone-aware datetime, got {timestamp!r}")
+            value = timestamp.timestamp()
+        elif isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+            raise TypeError(f"set_heartbeat() takes Unix time in seconds or a datetime, got {timestamp!r}")
+        else:
+            value = float(timestamp)
+        self._heartbeat.set(value)
+
+    def __repr__(self) -> str:
+        return f"<WorkerMetrics namespace={self.namespace!r} subsystem={self.subsystem!r}>"
+
+
+# Dispatch on the event's exact type: one dict lookup per event, nothing for the ones not counted.
+_HANDLERS: dict[type, Callable[[WorkerMetrics, Any], None]] = {
+    PoolStarted: WorkerMetrics._pool_started,
+    WorkerDeferred: WorkerMetrics._deferred,
+    AttemptStarted: WorkerMetrics._attempt_started,
+    AttemptSucceeded: WorkerMetrics._attempt_succeeded,
+    AttemptFailed: WorkerMetrics._attempt_failed,
+    WorkerRestarting: WorkerMetrics._restarting,
+    WorkerFinished: WorkerMetrics._finished,
+}
+WorkerMetrics.event_types = frozenset(_HANDLERS)

@@ -198,7 +198,36 @@ def test_status_is_error_while_waiting_for_a_restart(harness) -> None:
     pool.start()
     wait_for(lambda: pool.execution("w").has_event("restarting after error"))
     assert pool.execution("w").status is WorkerStatus.ERROR
+    assert not pool.execution("w").exhausted  # a restart is pending
     assert pool.stop(5) == []
+    assert not pool.execution("w").exhausted  # stopped, not exhausted
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exhausted_is_a_field_set_with_the_last_allowed_failure_only(harness, kind: str) -> None:
+    limited = failing(kind, "limited")
+    unlimited = failing(kind, "unlimited", succeed_at=3)
+    pool = harness.pool(limited, max_executions_attempts=2)
+    pool.register(unlimited, max_executions_attempts=0)
+    seen: list[bool] = []
+    pool.add_listener(lambda event: seen.append(pool.execution("limited").exhausted))
+    pool.start()
+    assert pool.wait(5)
+    assert pool.execution("limited").exhausted
+    assert pool.execution("limited").status is WorkerStatus.ERROR
+    assert not pool.execution("unlimited").exhausted  # failed twice, then succeeded
+    assert pool.execution("unlimited").status is WorkerStatus.SUCCESS
+    assert False in seen and seen[-1]  # not exhausted before the last attempt failed
+
+
+def test_str_of_an_event_is_yokais(harness) -> None:
+    pool = harness.pool(FnWorker("w"))
+    pool.start()
+    assert pool.wait(5)
+    event = pool.execution("w").events[0]
+    assert str(event) == f"[{event.execution_id} - {event.timestamp:%Y-%m-%d %H:%M:%S}] starting execution attempt 1/1"
+    fixed = type(event)("id-1", "hello", datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC))
+    assert str(fixed) == "[id-1 - 2026-01-02 03:04:05] hello"
 
 
 @pytest.mark.parametrize("kind", KINDS)

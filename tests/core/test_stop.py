@@ -251,7 +251,9 @@ def test_worker_ignoring_cancellation_is_reported_and_its_stack_logged(harness) 
     stuck = pool.execution("stuck")
     assert stuck.status is WorkerStatus.RUNNING
     assert stuck.has_event("did not stop within 0.2 seconds")
+    assert stuck.timed_out  # the fact, as a field
     assert pool.execution("polite").status is WorkerStatus.SUCCESS
+    assert not pool.execution("polite").timed_out
     (timed_out,) = log.of(WorkerStopTimedOut, "stuck")
     assert "stuck_in_a_blocking_call" in timed_out.stack
     assert log.of(PoolStopped)[-1].not_stopped == ("stuck",)

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 from django.apps import AppConfig
 from django.core.signals import setting_changed
 
+from . import checks
 from .core.context import LOGGER_NAME
 
 if TYPE_CHECKING:
-    from .pool import WorkerPool
+    from .core.pool import WorkerPool
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -36,8 +37,6 @@ class DjangoWorkersConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the system checks and reset the pool when ``WORKERS`` changes."""
-        from . import checks
-
         checks.register()
         setting_changed.connect(self._setting_changed, dispatch_uid="django_workers.apps.setting_changed")
 
@@ -53,7 +52,9 @@ class DjangoWorkersConfig(AppConfig):
             with self._pool_lock:
                 pool = self._pool
                 if pool is None:
-                    from .conf import build_pool
+                    # Django: an AppConfig's module is imported before the models are ready, and
+                    # the composition root imports the history (models).
+                    from .runtime import build_pool  # noqa: PLC0415
 
                     pool = self._pool = build_pool()
         return pool

@@ -16,8 +16,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils import timezone
 
-from ...conf import load_settings
-from ...recorder import DEFAULT_PRUNE_BATCH_SIZE, PruneCounts, count_prunable, prune_step
+from ...history import DEFAULT_PRUNE_BATCH_SIZE, PruneCounts, count_prunable, prune_step
+from ...settings import load_settings
 
 
 def _days(value: str) -> float:

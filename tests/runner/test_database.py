@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.commands.runworkers_process import RunworkersProcess, StartRunworkers, W, wait_until
+from tests.runner.runworkers_process import RunworkersProcess, StartRunworkers, W, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def backend(process: RunworkersProcess, pattern: str) -> int:
 
 
 def test_orm_workers_run_and_stop_cleanly(start: StartRunworkers) -> None:
-    process = start(workers=DATABASE_WORKERS)
+    process = start("-v", "2", workers=DATABASE_WORKERS)  # -v 2: every worker's final status, not only a summary
     backend(process, r"holder attempt 1 uses backend (\d+)")
     backend(process, r"looper attempt 1 uses backend (\d+)")
     backend(process, r"visitor used backend (\d+)")
@@ -71,7 +71,8 @@ def test_a_killed_connection_fails_the_attempt_and_the_next_attempt_recovers(
     start: StartRunworkers, postgres: Any
 ) -> None:
     name = f"runworkers-{uuid.uuid4().hex[:12]}"
-    process = start(workers=DATABASE_WORKERS, env={"RUNWORKERS_TEST_APPLICATION_NAME": name})
+    # -v 2: every worker's final status, not only a summary.
+    process = start("-v", "2", workers=DATABASE_WORKERS, env={"RUNWORKERS_TEST_APPLICATION_NAME": name})
     holder = backend(process, r"holder attempt 1 uses backend (\d+)")
     looper = backend(process, r"looper attempt 1 uses backend (\d+)")
     assert {holder, looper} <= backends_of(postgres, name)
@@ -101,7 +102,8 @@ def test_a_killed_connection_fails_the_attempt_and_the_next_attempt_recovers(
 @needs_postgresql
 def test_one_connection_per_database_worker_and_none_left_after_the_stop(start: StartRunworkers, postgres: Any) -> None:
     name = f"runworkers-{uuid.uuid4().hex[:12]}"
-    process = start(workers=DATABASE_WORKERS, env={"RUNWORKERS_TEST_APPLICATION_NAME": name})
+    # -v 2: every worker's final status, not only a summary.
+    process = start("-v", "2", workers=DATABASE_WORKERS, env={"RUNWORKERS_TEST_APPLICATION_NAME": name})
     holder = backend(process, r"holder attempt 1 uses backend (\d+)")
     looper = backend(process, r"looper attempt 1 uses backend (\d+)")
     visitor = backend(process, r"visitor used backend (\d+)")

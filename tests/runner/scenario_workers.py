@@ -26,6 +26,19 @@ class Sleeper(Worker):
         log.info("%s noticed the cancellation", self.name)
 
 
+class Quiet(Worker):
+    """Waits until cancelled and logs nothing; its name comes from OPTIONS (a scenario runs hundreds)."""
+
+    name = "quiet"
+
+    def __init__(self, name: str = "quiet") -> None:
+        self.name = name
+
+    def run(self, ctx: WorkerContext) -> None:
+        while not ctx.sleep(5.0):
+            pass
+
+
 class AsyncSleeper(Worker):
     """An async worker waiting until cancelled."""
 

@@ -21,9 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGE = ROOT / "testproject" / "manage.py"
-SETTINGS = "tests.commands.scenario_settings"
+SETTINGS = "tests.runner.scenario_settings"
 #: Dotted path prefix of the scenario workers.
-W = "tests.commands.scenario_workers"
+W = "tests.runner.scenario_workers"
 
 
 class RunworkersProcess:

@@ -1,7 +1,7 @@
 """Fixtures of the runworkers tests: ``start`` runs ``manage.py runworkers`` in a real subprocess.
 
 ``start(*args, workers={...})`` runs ``python testproject/manage.py runworkers *args`` with the
-settings module ``tests.commands.scenario_settings`` and ``WORKERS = workers``. Every process is
+settings module ``tests.runner.scenario_settings`` and ``WORKERS = workers``. Every process is
 started in a session of its own and killed (with its whole process group) at teardown.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.commands.runworkers_process import ROOT, SETTINGS, RunworkersProcess, StartRunworkers
+from tests.runner.runworkers_process import ROOT, SETTINGS, RunworkersProcess, StartRunworkers
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.commands.runworkers_process import SETTINGS, RunworkersProcess, StartRunworkers, W, pid_exists, wait_until
+from tests.runner.runworkers_process import SETTINGS, RunworkersProcess, StartRunworkers, W, pid_exists, wait_until
 
 pytestmark = pytest.mark.slow
 

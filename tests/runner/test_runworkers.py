@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.commands.runworkers_process import StartRunworkers, W
+from django_workers.runner.signals import COPY_WINDOW, Wakeup
+from tests.runner.runworkers_process import StartRunworkers, W
 
 pytestmark = pytest.mark.slow
 
@@ -46,9 +47,9 @@ def test_a_signal_stops_the_workers_gracefully_and_exits_0(start: StartRunworker
     log = process.stderr
     assert f"received {name}: stopping 3 worker(s) gracefully within 10 seconds" in log
     assert "alpha noticed the cancellation" in log
-    assert "worker alpha final status: success after attempt 1/1" in log
-    assert "worker async-sleeper final status: success after attempt 1/1" in log
-    assert "worker one-shot final status: success after attempt 1/1" in log
+    assert "worker alpha: class" not in log  # -v 1: the workers' settings are DEBUG lines
+    assert "final statuses of 3 worker(s): 3 success" in log
+    assert "final status:" not in log  # -v 1: a line of its own only for a worker that did not end well
     assert "runworkers stopped gracefully" in log
     assert "Traceback" not in log
 
@@ -67,8 +68,9 @@ def test_workers_left_running_at_the_stop_timeout_exit_3_with_their_stack(start:
     assert "did not stop within 0.5 seconds; its stack:" in log
     assert "in ignore_cancellation" in log  # the stuck frame, in the logged stack
     assert "scenario_workers.py" in log
+    assert "final statuses of 2 worker(s): 1 running, 1 success" in log
     assert "worker stuck final status: running after attempt 1/1; it did not stop" in log
-    assert "worker sleeper final status: success after attempt 1/1" in log
+    assert "worker sleeper final status" not in log  # -v 1: it ended well
     assert "1 worker(s) did not stop within 0.5 seconds: stuck; exiting with status 3" in log
 
 
@@ -77,39 +79,37 @@ def test_one_request_delivered_twice_counts_once_and_a_later_signal_forces() -> 
     land before the main thread acts, or just after the graceful stop began (both observed with
     ``timeout -s INT``). It is not a second, forcing, signal; the same signal later is, and so is
     another signal at once. Driven through the handler, on a fake clock."""
-    from django_workers.management.commands.runworkers import COPY_WINDOW, _Wakeup
-
     now = [100.0]
-    wake = _Wakeup(clock=lambda: now[0])
+    wake = Wakeup(clock=lambda: now[0])
     try:
-        wake._on_signal(signal.SIGINT, None)
+        wake.on_signal(signal.SIGINT, None)
         now[0] += 0.001
-        wake._on_signal(signal.SIGINT, None)  # the copy sent to the process group, before the main thread acts
+        wake.on_signal(signal.SIGINT, None)  # the copy sent to the process group, before the main thread acts
         assert wake.stop_requests == 2
         wake.acknowledge()  # the main thread begins the graceful stop
         assert wake.forcing_signal() is None
         now[0] += COPY_WINDOW / 2
         assert wake.copy_window_left() == pytest.approx(COPY_WINDOW / 2 - 0.001)
-        wake._on_signal(signal.SIGINT, None)  # a copy that lands after the stop began
+        wake.on_signal(signal.SIGINT, None)  # a copy that lands after the stop began
         assert wake.forcing_signal() is None
         now[0] += COPY_WINDOW
         assert wake.copy_window_left() == 0.0
-        wake._on_signal(signal.SIGINT, None)  # the same signal, later: a second request
+        wake.on_signal(signal.SIGINT, None)  # the same signal, later: a second request
         assert wake.forcing_signal() == signal.SIGINT
     finally:
         wake.close()
 
-    wake = _Wakeup(clock=lambda: now[0])
+    wake = Wakeup(clock=lambda: now[0])
     try:
-        wake._on_signal(signal.SIGTERM, None)
+        wake.on_signal(signal.SIGTERM, None)
         wake.acknowledge()
         now[0] += 0.001
-        wake._on_signal(signal.SIGINT, None)  # another signal: a second request, however soon
+        wake.on_signal(signal.SIGINT, None)  # another signal: a second request, however soon
         assert wake.forcing_signal() == signal.SIGINT
     finally:
         wake.close()
 
-    wake = _Wakeup(clock=lambda: now[0])
+    wake = Wakeup(clock=lambda: now[0])
     try:
         wake.relay(bytes([signal.SIGTERM, signal.SIGTERM]))  # relayed by the --reload parent, twice at once
         wake.acknowledge()
@@ -254,6 +254,48 @@ def test_list_shows_the_selection(start: StartRunworkers) -> None:
     assert names == ["alpha", "gamma"]
 
 
+def test_verbosity_2_describes_each_worker_and_its_final_status(start: StartRunworkers) -> None:
+    process = start("-v", "2", workers=SLEEPERS)
+    process.expect(r"gamma is running")
+    process.send(signal.SIGTERM)
+    assert process.wait() == 0
+    log = process.stderr
+    assert "runworkers starting" in log
+    for name in ("alpha", "beta", "gamma"):
+        assert (
+            f"DEBUG   [- -] worker {name}: class {W}.Sleeper; attempts 1 (no restart); deferred start none; "
+            f"restart backoff initial 1 s, maximum 30 s, multiplier 2, jitter 0.1; options {{'name': '{name}'}}"
+        ) in log
+        assert f"DEBUG   [- -] worker {name} final status: success after attempt 1/1" in log
+    assert "final statuses of 3 worker(s): 3 success" in log
+
+
+def test_many_workers_log_one_start_up_line_each_at_most(start: StartRunworkers) -> None:
+    """1,000 workers must not print 4,000 lines: at -v 1 the start-up and the shutdown summaries are one
+    line each; what is left per worker is the pool's own lines, one as its attempt starts, one as it ends."""
+    count = 200
+    names = [f"quiet-{index:03d}" for index in range(count)]
+    workers = {"STOP_TIMEOUT": 10, "WORKERS": [{"CLASS": f"{W}.Quiet", "OPTIONS": {"name": name}} for name in names]}
+    process = start(workers=workers)
+    process.expect(rf"runworkers starting \(pid \d+\): {count} worker\(s\), stop timeout 10 seconds, history off$")
+    process.expect(rf"worker pool started with {count} worker\(s\): quiet-000, quiet-001, ")
+    process.expect(r"runworkers is running")
+    process.send(signal.SIGTERM)
+    assert process.wait(30) == 0
+
+    lines = process.lines["stderr"]
+    log = process.stderr
+    assert f"final statuses of {count} worker(s): {count} success" in log
+    assert "runworkers stopped gracefully" in log
+    assert len(lines) <= 2 * count + 20, f"{len(lines)} lines for {count} workers:\n{log}"
+    for name in names:
+        own = [line for line in lines if f" [{name} " in line]
+        assert len(own) <= 2, own  # its attempt starting, and ending
+        assert sum(1 for line in own if "starting" in line) <= 1
+    assert not [line for line in lines if "[- -] worker quiet-" in line]  # no description, no final status
+    assert "Traceback" not in log
+
+
 @pytest.mark.parametrize("verbosity", [0, 1, 2, 3])
 def test_verbosity_sets_the_log_level(start: StartRunworkers, verbosity: int) -> None:
     process = start("-v", str(verbosity), workers={"WORKERS": [f"{W}.Chatty"]})
@@ -288,5 +330,6 @@ def test_runworkers_keeps_running_when_every_worker_has_finished(start: StartRun
     process.send(signal.SIGTERM)
     assert process.wait() == 0
     log = process.stderr
-    assert "worker one-shot final status: success after attempt 1/1" in log
+    assert "final statuses of 2 worker(s): 1 success, 1 error" in log
+    assert "worker one-shot final status" not in log  # -v 1: it ended well
     assert "worker failing final status: error after attempt 1/1 (failing on purpose)" in log

@@ -5,7 +5,7 @@ DJANGO ?= Django>=5.2,<5.3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck migrations pytest bench clean
+.PHONY: run test install lint typecheck migrations pytest bench bench-peers clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test: lint typecheck migrations pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+
+# The pool against one manage.py process per worker under supervisord (a few minutes).
+bench-peers: $(STAMP)
+	$(BIN)/python benchmarks/bench_peers.py
 
 clean:
 	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache

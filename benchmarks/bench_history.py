@@ -272,7 +272,7 @@ def throughput_naive(n: int) -> float:
     from django.utils import timezone
 
     from django_workers.core.events import AttemptFailed, AttemptStarted
-    from django_workers.logging import EVENT_LEVELS
+    from django_workers.core.logs import EVENT_LEVELS
     from django_workers.models import Execution, ExecutionEvent, Node
 
     node = Node.objects.create(

@@ -13,9 +13,9 @@ from django.apps import apps
 from django.test import Client, override_settings
 from health_check.base import HealthCheck
 
+from django_workers import WorkerPool
 from django_workers.health import Workers
 from django_workers.models import ExecutionStatus, Node
-from django_workers.pool import WorkerPool
 from tests.conftest import wait_for
 from tests.health.conftest import H
 

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> object:
     if name == "ctx_tracer":
-        # Optional dependency: opentelemetry-api, imported on first use (`import django_workers` never does).
-        from .core.tracing import ctx_tracer  # noqa: PLC0415
+        # `import django_workers` never imports the optional opentelemetry-api.
+        from .core.tracing import ctx_tracer  # noqa: PLC0415 - optional dependency: opentelemetry-api
 
         return ctx_tracer
     raise AttributeError(f"module 'django_workers' has no attribute {name!r}")

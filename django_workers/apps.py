@@ -52,9 +52,9 @@ class DjangoWorkersConfig(AppConfig):
             with self._pool_lock:
                 pool = self._pool
                 if pool is None:
-                    # Django: an AppConfig's module is imported before the models are ready, and
-                    # the composition root imports the history (models).
-                    from .runtime import build_pool  # noqa: PLC0415
+                    # An AppConfig's module is imported before the models are ready, and the
+                    # composition root imports the history (models).
+                    from .runtime import build_pool  # noqa: PLC0415 - Django: models load after apps.py
 
                     pool = self._pool = build_pool()
         return pool

@@ -103,8 +103,7 @@ def pool_metrics(metrics_settings: MetricsSettings) -> Any:
     """
     if not metrics_settings.enabled or not importable("prometheus_client"):
         return None
-    # Optional dependency: the exposition module imports prometheus-client.
-    from .observability.exposition import process_metrics  # noqa: PLC0415
+    from .observability.exposition import process_metrics  # noqa: PLC0415 - optional dependency: prometheus-client
 
     try:
         return process_metrics(metrics_settings.namespace, metrics_settings.subsystem)
@@ -286,18 +285,16 @@ def _metrics_endpoint(
 
 
 def _registry() -> Any:
-    # Optional dependency: the exposition module imports prometheus-client (only with metrics on).
-    from .observability.exposition import exposition_registry  # noqa: PLC0415
+    from .observability.exposition import exposition_registry  # noqa: PLC0415 - optional dependency: prometheus-client
 
     return exposition_registry()
 
 
 def _multiprocess_services() -> list[ProcessService]:
-    # Optional dependency: the exposition module imports prometheus-client (only with metrics on).
-    from .observability.exposition import MultiprocessCleanup, multiprocess_dir  # noqa: PLC0415
+    from .observability import exposition  # noqa: PLC0415 - optional dependency: prometheus-client
 
-    path = multiprocess_dir()
-    return [] if path is None else [MultiprocessCleanup(path)]
+    path = exposition.multiprocess_dir()
+    return [] if path is None else [exposition.MultiprocessCleanup(path)]
 
 
 def _history_services(history: HistorySettings, pool: WorkerPool) -> list[ProcessService]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
 from .context import LOGGER_NAME, TRACER_PROVIDER_KEY
+from .drivers import TaskDriver, ThreadDriver
 from .events import EventRouter, Listener, PoolStarted, PoolStopped, PoolStopping
 from .execution import WorkerExecution
 from .logs import LoggingListener
@@ -101,8 +102,8 @@ class WorkerPool:
                 raise TypeError(f"attempt hooks must be callables returning a context manager, got {hook!r}")
         extensions: dict[str, Any] = {}
         if tracing or (tracing is None and tracer_provider is not None):
-            # Optional dependency: the tracing module imports opentelemetry-api (ImportError with a pip hint).
-            from .tracing import annotate_tracer_provider, attempt_span_hook  # noqa: PLC0415
+            # core.tracing imports opentelemetry-api (an ImportError with a pip hint when it is missing).
+            from .tracing import annotate_tracer_provider, attempt_span_hook  # noqa: PLC0415 - optional dependency
 
             hooks = (attempt_span_hook(tracer_provider), *hooks)  # first: its span is current for the others
             if tracer_provider is not None and hasattr(tracer_provider, "add_span_processor"):
@@ -127,8 +128,10 @@ class WorkerPool:
         if metrics is not None:
             self.add_listener(metrics)
         self._supervisors: dict[str, Supervisor] = {}
-        #: The launched sync workers (a thread each), in launch order: what stop() joins.
-        self._threaded: list[Supervisor] = []
+        #: The drivers of the launched workers, in launch order: threads (what stop() joins) and
+        #: tasks (what stop() cancels).
+        self._threads: list[ThreadDriver] = []
+        self._tasks: list[TaskDriver] = []
         self._watchdog: Watchdog | None = None
         self._started = False
         self._stopping = False
@@ -283,15 +286,21 @@ class WorkerPool:
             if supervisor.is_async:
                 async_ones.append(supervisor)
             else:
-                threads.append(supervisor.launch_thread(base))
-                self._threaded.append(supervisor)  # list.append is atomic: no lock needed
+                driver = supervisor.driver = ThreadDriver(supervisor, base)
+                threads.append(driver.create_thread())
+                self._threads.append(driver)  # list.append is atomic: no lock needed
         # All created, then all started: creating a thread between two starts made the new
         # threads and this one trade the GIL more (benchmark 2 of bench_core.py misses without it).
         for thread in threads:
             thread.start()
         if async_ones:
             loop = self._event_loop()
-            loop.call(self._create_tasks, async_ones, base)
+            tasks = []
+            for supervisor in async_ones:
+                task_driver = supervisor.driver = TaskDriver(supervisor, loop)
+                tasks.append(task_driver)
+            self._tasks.extend(tasks)
+            loop.call(self._create_tasks, tasks, base)
         if any(s.policy.max_silence is not None for s in supervisors):
             self._watch()
 
@@ -304,9 +313,9 @@ class WorkerPool:
         return loop
 
     @staticmethod
-    def _create_tasks(supervisors: Sequence[Supervisor], base: contextvars.Context) -> None:
-        for supervisor in supervisors:  # on the loop thread
-            supervisor.create_task(base)
+    def _create_tasks(drivers: Sequence[TaskDriver], base: contextvars.Context) -> None:
+        for driver in drivers:  # on the loop thread
+            driver.create_task(base)
 
     def _watch(self) -> None:
         with self._lock:
@@ -330,9 +339,9 @@ class WorkerPool:
         assert loop is not None
         woken = loop.signal.set()
         with self._lock:
-            supervisors = list(self._supervisors.values())
-        for supervisor in supervisors:
-            supervisor.cancel_task(woken)
+            drivers = list(self._tasks)
+        for driver in drivers:
+            driver.cancel(woken)
 
     def _worker_finished(self, supervisor: Supervisor) -> None:
         with self._lock:
@@ -370,36 +379,37 @@ class WorkerPool:
             first_call = not self._stopping
             self._stopping = True
             supervisors = list(self._supervisors.values())
-            threaded = list(self._threaded)
+            threads = list(self._threads)
         names = tuple(s.name for s in supervisors)
         if first_call:
             self._runtime.events.publish(PoolStopping(names, timeout))
             self._runtime.cancel.set()
             if self._watchdog is not None:
                 self._watchdog.wake()
-            for supervisor in threaded:
-                supervisor.interrupt()
+            for driver in threads:
+                driver.supervisor.interrupt()
             loop = self._runtime.loop
             if loop is not None:  # async workers were launched
                 loop.call(self._cancel_tasks)
         current = threading.current_thread()
         # A worker calling stop() (or a listener, in its thread) cannot wait for itself. Only sync
         # workers have threads: async ones are never "own", and leave no thread to join.
-        own = sum(1 for s in threaded if s.thread is current)
+        own = {driver.supervisor for driver in threads if driver.thread is current}
         with self._idle:
             # Every launched worker is counted in _running until it is done: the others are all
             # done when the count is down to this thread's own worker, if any.
-            self._idle.wait_for(lambda: self._running <= own, max(0.0, deadline - time.monotonic()))
-            everyone_done = self._running <= own
-        for supervisor in threaded:
-            thread = supervisor.thread
-            if supervisor.done and thread is not None and thread is not current:
+            self._idle.wait_for(lambda: self._running <= len(own), max(0.0, deadline - time.monotonic()))
+            everyone_done = self._running <= len(own)
+        for driver in threads:
+            thread = driver.thread
+            if driver.supervisor.done and thread is not None and thread is not current:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        not_stopped = [] if everyone_done else [s for s in supervisors if not s.done and s.thread is not current]
+        not_stopped = [] if everyone_done else [s for s in supervisors if not s.done and s not in own]
         if not_stopped:
             frames = sys._current_frames()
             for supervisor in not_stopped:
-                supervisor.time_out(timeout, supervisor.stack(frames))
+                stack = supervisor.driver.stack(frames) if supervisor.driver is not None else "(no stack available)\n"
+                supervisor.time_out(timeout, stack)
         loop = self._runtime.loop
         if loop is not None and not any(s.is_async for s in not_stopped):
             loop.close(deadline)

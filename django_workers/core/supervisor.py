@@ -1,11 +1,11 @@
-"""Supervision of one worker: its state, its restart policy, and the two drivers that run it.
+"""Supervision of one worker: its execution report and its restart policy.
 
 The policy (attempts, restarts, backoff, stop) is written once, in two methods:
 :meth:`Supervisor.begin_attempt` starts an attempt unless the pool is stopping, and
 :meth:`Supervisor.end_attempt` records how it ended and decides what follows (nothing, or a
-restart after a backoff delay): restarts happen there. :meth:`Supervisor.drive_sync` calls them
-from the worker's thread, :meth:`Supervisor.drive_async` from its task on the pool's event loop;
-the drivers only run the attempts and wait (interruptibly) for the deferral and the backoff.
+restart after a backoff delay): restarts happen there. The drivers of
+:mod:`django_workers.core.drivers` call them, from the worker's thread or from its task on the
+pool's event loop.
 
 A supervisor sees its pool only through a :class:`PoolRuntime`: the stop flag, the event router,
 the state lock, the attempt hooks, the extensions and the event loop, nothing else.
@@ -14,12 +14,9 @@ the state lock, the attempt hooks, the extensions and the event loop, nothing el
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 import os
 import threading
-import traceback
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -27,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import monotonic
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from .backoff import Backoff
-from .context import LOGGER_NAME, WorkerContext, worker_context
+from .context import LOGGER_NAME, WorkerContext
 from .events import (
     AttemptFailed,
     AttemptsExhausted,
@@ -47,7 +44,7 @@ from .execution import Failure, WorkerExecution, WorkerExecutionEvent, WorkerSil
 from .loop import EventLoopThread
 from .worker import Worker, is_async_worker
 
-__all__ = ["AttemptHook", "PoolRuntime", "SupervisionPolicy", "Supervisor"]
+__all__ = ["AttemptHook", "Driver", "PoolRuntime", "SupervisionPolicy", "Supervisor"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -63,6 +60,16 @@ def _new_execution_id() -> str:
     # A random (version 4) UUID string; str(uuid.uuid4()) makes benchmark 1 of bench_core.py miss.
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+class Driver(Protocol):
+    """What runs a worker's attempts (:mod:`django_workers.core.drivers`), as the supervisor sees it."""
+
+    def cancel_attempt(self, attempt: int) -> None:
+        """Cancel the running attempt ``attempt`` (a silent one), from any thread."""
+
+    def stack(self, frames: dict[int, FrameType]) -> str:
+        """Where the worker is now (``frames``: ``sys._current_frames()``)."""
 
 
 @dataclass(eq=False)
@@ -127,10 +134,8 @@ class Supervisor:
         # -- supervision --
         #: True once supervision has ended (the worker will never run again).
         self.done = False
-        self.thread: threading.Thread | None = None
-        self.task: asyncio.Task[None] | None = None
-        #: True once the task took its first step (a stop cancels only a started task).
-        self.task_started = False
+        #: What runs the attempts (a thread, or a task on the pool's loop), once launched.
+        self.driver: Driver | None = None
         #: Restarts so far (the backoff's n), and when the running attempt began (monotonic).
         self._restarts = 0
         self._began = 0.0
@@ -146,6 +151,11 @@ class Supervisor:
     def status(self) -> WorkerStatus:
         """The current status."""
         return self._status
+
+    @property
+    def execution_id(self) -> str:
+        """The id of the current (or last) attempt."""
+        return self._execution_id
 
     def snapshot(self) -> WorkerExecution:
         """An immutable copy of the report, safe to keep and iterate."""
@@ -302,7 +312,8 @@ class Supervisor:
         )
         return delay
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Supervision ended (called last by the driver): publish it, and tell the pool."""
         self.runtime.events.emit(
             WorkerFinished,
             self.name,
@@ -320,27 +331,6 @@ class Supervisor:
         cancel = self._attempt_cancel
         if cancel is not None:
             cancel.set()
-
-    def cancel_task(self, spared: frozenset[asyncio.Task[Any]]) -> None:
-        """On the loop thread, at stop: cancel the worker's task unless it is in ``spared``.
-
-        ``spared`` are the tasks the stop signal woke (suspended on ``ctx.until_cancelled()`` or
-        the pool's own waits): they see the stop by themselves. A task that has not taken its
-        first step is left alone: it sees the stop signal and ends without an attempt (a task
-        cancelled before its first step would never run at all).
-        """
-        task = self.task
-        if task is not None and self.task_started and not task.done() and task not in spared:
-            task.cancel()
-
-    def stack(self, frames: dict[int, FrameType]) -> str:
-        """Where the worker is now: its thread's stack, or its task's await chain."""
-        thread, task, loop = self.thread, self.task, self.runtime.loop
-        if thread is not None and thread.ident in frames:
-            return "".join(traceback.format_stack(frames[thread.ident]))
-        if task is not None and loop is not None:
-            return loop.stack_of(task, frames)
-        return "(no stack available)\n"
 
     def time_out(self, timeout: float, stack: str) -> None:
         """Report that the worker did not return within ``stop()``'s deadline (status unchanged).
@@ -400,145 +390,13 @@ class Supervisor:
             max_silence,
             restarting,
         )
-        if restarting:
-            loop = self.runtime.loop
-            if self.is_async and loop is not None:
-                loop.call(self._cancel_silent_task, attempt)
-            else:
-                self.interrupt()
+        if restarting and self.driver is not None:
+            self.driver.cancel_attempt(attempt)
         return None
 
-    def _cancel_silent_task(self, attempt: int) -> None:
-        # On the loop thread: cancel the task if it is still in the silent attempt.
-        if self.task is not None and self._attempt == attempt and self._status is RUNNING:
-            self.task.cancel()
-
-    # -- running an attempt -----------------------------------------------------------------------
-
-    def _hooks(self, ctx: WorkerContext) -> AbstractContextManager[Any]:
-        stack = contextlib.ExitStack()
-        try:
-            for hook in self.runtime.attempt_hooks:
-                stack.enter_context(hook(ctx))
-        except BaseException:
-            stack.close()
-            raise
-        return stack
-
-    # -- sync driver: one thread per worker ------------------------------------------------------
-
-    def launch_thread(self, base: contextvars.Context) -> threading.Thread:
-        """The worker's thread (created, not started), its first attempt begun unless deferred.
-
-        The first attempt begins here, in the launching thread: ``start()`` returns with the
-        workers already ``running``, and the new thread only runs the attempt (a new thread that
-        did the bookkeeping first kept the GIL while the launcher waited to be woken, which made
-        starting many threads miss its benchmark).
-        """
-        first = None if self.policy.deferred_start_threshold else self.begin_attempt()
-        self.thread = threading.Thread(
-            target=self.drive_sync,
-            args=(base, first),
-            name=self.label,
-            daemon=True,  # a worker that ignores cancellation must not keep the process alive
-        )
-        return self.thread
-
-    def drive_sync(self, base: contextvars.Context, first: WorkerContext | None = None) -> None:
-        """Supervise the worker in the current (dedicated) thread until supervision ends.
-
-        ``first``: the first attempt, begun by :meth:`launch_thread`; without it, the thread
-        waits out the deferral and begins it.
-        """
-        cancel = self.runtime.cancel
-        try:
-            ctx = first
-            if ctx is None:
-                delay: float | None = self.policy.deferred_start_threshold
-                if delay and cancel.wait(delay):
-                    return  # stopped while deferred: never starts
-                ctx = self.begin_attempt()
-            while ctx is not None:
-                # Each attempt runs in a fresh copy of the context start() was called in.
-                delay = self.end_attempt(base.copy().run(self._attempt_sync, ctx))
-                if delay is None or (delay > 0 and cancel.wait(delay)):
-                    return
-                ctx = self.begin_attempt()
-        except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
-            logger.exception(
-                "supervision of worker %s failed",
-                self.name,
-                extra={"worker": self.name, "workerExecutionID": self._execution_id},
-            )
-        finally:
-            self._finish()
-
-    def _attempt_sync(self, ctx: WorkerContext) -> BaseException | None:
-        worker_context.set(ctx)
-        try:
-            if self.runtime.attempt_hooks:
-                with self._hooks(ctx):
-                    self.worker.run(ctx)
-            else:
-                self.worker.run(ctx)
-        except BaseException as exc:  # a worker never takes the process down
-            return exc
-        return None
-
-    # -- async driver: one task per worker on the pool's loop -------------------------------------
-
-    def create_task(self, base: contextvars.Context) -> None:
-        """Create the worker's task on the pool's loop (called on the loop's thread)."""
-        loop = self.runtime.loop
-        assert loop is not None
-        self.task = loop.loop.create_task(self.drive_async(), name=self.label, context=base.copy())
-
-    async def drive_async(self) -> None:
-        """Supervise the worker as a task on the pool's event loop until supervision ends."""
-        self.task_started = True
-        cancel = self.runtime.cancel
-        try:
-            delay: float | None = self.policy.deferred_start_threshold
-            if delay and await self._pause(delay):
-                return  # stopped while deferred: never starts
-            while (ctx := self.begin_attempt()) is not None:
-                # The task runs in a context of its own: each attempt sets the variable anew.
-                worker_context.set(ctx)
-                error: BaseException | None = None
-                try:
-                    if self.runtime.attempt_hooks:
-                        with self._hooks(ctx):
-                            await self.worker.run(ctx)
-                    else:
-                        await self.worker.run(ctx)
-                except asyncio.CancelledError as exc:
-                    error = None if cancel.is_set() else exc  # cancelled by stop(): a clean end
-                except BaseException as exc:
-                    error = exc
-                delay = self.end_attempt(error)
-                # A zero delay still pauses: a worker failing without ever suspending, restarted
-                # with no backoff, would otherwise monopolise the loop.
-                if delay is None or await self._pause(delay):
-                    return
-        except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
-            logger.exception(
-                "supervision of worker %s failed",
-                self.name,
-                extra={"worker": self.name, "workerExecutionID": self._execution_id},
-            )
-        finally:
-            self._finish()
-
-    async def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` on the loop (0 still yields to it); True when the pool is stopping."""
-        loop = self.runtime.loop
-        assert loop is not None  # the loop, and its signal, exist before any task
-        if self.runtime.cancel.is_set():  # stop() came before this task's first step
-            return True
-        try:
-            return await loop.signal.wait(seconds)  # stop() wakes it: no cancellation needed
-        except asyncio.CancelledError:
-            return True
+    def running_attempt(self) -> int:
+        """The number of the attempt running now, or 0 when none is."""
+        return self._attempt if self._status is RUNNING else 0
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r} {self._status.value}>"

@@ -1,0 +1,210 @@
+"""The two ways a worker's attempts run: in a thread of its own, or as a task on the pool's loop.
+
+A driver only runs attempts and waits (interruptibly) for the deferral and the backoff; what an
+attempt means and what follows it is the :class:`~django_workers.core.supervisor.Supervisor`'s
+(``begin_attempt`` / ``end_attempt``). The pool holds each worker's driver to start it, cancel
+it at stop and show where it is when it does not stop in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+import traceback
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .context import LOGGER_NAME, WorkerContext, worker_context
+from .loop import EventLoopThread
+
+if TYPE_CHECKING:
+    from .supervisor import AttemptHook, Supervisor
+
+__all__ = ["TaskDriver", "ThreadDriver"]
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def _enter_hooks(hooks: Sequence[AttemptHook], ctx: WorkerContext) -> AbstractContextManager[Any]:
+    """The attempt hooks entered in order, as one context manager (closed in reverse)."""
+    stack = contextlib.ExitStack()
+    try:
+        for hook in hooks:
+            stack.enter_context(hook(ctx))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _supervision_failed(supervisor: Supervisor) -> None:
+    logger.exception(
+        "supervision of worker %s failed",
+        supervisor.name,
+        extra={"worker": supervisor.name, "workerExecutionID": supervisor.execution_id},
+    )
+
+
+class ThreadDriver:
+    """Runs a sync worker's attempts, one after the other, in a thread of its own."""
+
+    __slots__ = ("base", "supervisor", "thread")
+
+    def __init__(self, supervisor: Supervisor, base: contextvars.Context) -> None:
+        self.supervisor = supervisor
+        #: The context of the caller of ``start()``: each attempt runs in a fresh copy of it.
+        self.base = base
+        self.thread: threading.Thread | None = None
+
+    def create_thread(self) -> threading.Thread:
+        """The worker's thread (created, not started), its first attempt begun unless deferred.
+
+        The first attempt begins here, in the launching thread: ``start()`` returns with the
+        workers already ``running``, and the new thread only runs the attempt (a new thread that
+        did the bookkeeping first kept the GIL while the launcher waited to be woken, which made
+        starting many threads miss its benchmark).
+        """
+        supervisor = self.supervisor
+        first = None if supervisor.policy.deferred_start_threshold else supervisor.begin_attempt()
+        self.thread = threading.Thread(
+            target=self._run,
+            args=(first,),
+            name=supervisor.label,
+            daemon=True,  # a worker that ignores cancellation must not keep the process alive
+        )
+        return self.thread
+
+    def _run(self, first: WorkerContext | None) -> None:
+        supervisor = self.supervisor
+        cancel = supervisor.runtime.cancel
+        try:
+            ctx = first
+            if ctx is None:
+                delay: float | None = supervisor.policy.deferred_start_threshold
+                if delay and cancel.wait(delay):
+                    return  # stopped while deferred: never starts
+                ctx = supervisor.begin_attempt()
+            while ctx is not None:
+                delay = supervisor.end_attempt(self.base.copy().run(self._attempt, ctx))
+                if delay is None or (delay > 0 and cancel.wait(delay)):
+                    return
+                ctx = supervisor.begin_attempt()
+        except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
+            _supervision_failed(supervisor)
+        finally:
+            supervisor.finish()
+
+    def _attempt(self, ctx: WorkerContext) -> BaseException | None:
+        worker_context.set(ctx)
+        hooks = self.supervisor.runtime.attempt_hooks
+        try:
+            if hooks:
+                with _enter_hooks(hooks, ctx):
+                    self.supervisor.worker.run(ctx)
+            else:
+                self.supervisor.worker.run(ctx)
+        except BaseException as exc:  # a worker never takes the process down
+            return exc
+        return None
+
+    def cancel_attempt(self, attempt: int) -> None:
+        """Cancel the running attempt (hang detection): its ``ctx.cancelled`` becomes true."""
+        self.supervisor.interrupt()
+
+    def stack(self, frames: dict[int, FrameType]) -> str:
+        """Where the thread is now."""
+        thread = self.thread
+        if thread is not None and thread.ident in frames:
+            return "".join(traceback.format_stack(frames[thread.ident]))
+        return "(no stack available)\n"
+
+
+class TaskDriver:
+    """Runs an async worker's attempts as one task on the pool's event loop."""
+
+    __slots__ = ("loop", "started", "supervisor", "task")
+
+    def __init__(self, supervisor: Supervisor, loop: EventLoopThread) -> None:
+        self.supervisor = supervisor
+        self.loop = loop
+        self.task: asyncio.Task[None] | None = None
+        #: True once the task took its first step (a stop cancels only a started task).
+        self.started = False
+
+    def create_task(self, base: contextvars.Context) -> None:
+        """Create the worker's task, in a copy of ``base`` (called on the loop's thread)."""
+        self.task = self.loop.loop.create_task(self._run(), name=self.supervisor.label, context=base.copy())
+
+    async def _run(self) -> None:
+        self.started = True
+        supervisor = self.supervisor
+        cancel = supervisor.runtime.cancel
+        try:
+            delay: float | None = supervisor.policy.deferred_start_threshold
+            if delay and await self._pause(delay):
+                return  # stopped while deferred: never starts
+            while (ctx := supervisor.begin_attempt()) is not None:
+                # The task runs in a context of its own: each attempt sets the variable anew.
+                worker_context.set(ctx)
+                hooks = supervisor.runtime.attempt_hooks
+                error: BaseException | None = None
+                try:
+                    if hooks:
+                        with _enter_hooks(hooks, ctx):
+                            await supervisor.worker.run(ctx)
+                    else:
+                        await supervisor.worker.run(ctx)
+                except asyncio.CancelledError as exc:
+                    error = None if cancel.is_set() else exc  # cancelled by stop(): a clean end
+                except BaseException as exc:
+                    error = exc
+                delay = supervisor.end_attempt(error)
+                # A zero delay still pauses: a worker failing without ever suspending, restarted
+                # with no backoff, would otherwise monopolise the loop.
+                if delay is None or await self._pause(delay):
+                    return
+        except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
+            _supervision_failed(supervisor)
+        finally:
+            supervisor.finish()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` on the loop (0 still yields to it); True when the pool is stopping."""
+        if self.supervisor.runtime.cancel.is_set():  # stop() came before this task's first step
+            return True
+        try:
+            return await self.loop.signal.wait(seconds)  # stop() wakes it: no cancellation needed
+        except asyncio.CancelledError:
+            return True
+
+    def cancel(self, spared: frozenset[asyncio.Task[Any]]) -> None:
+        """On the loop thread, at stop: cancel the task unless it is in ``spared``.
+
+        ``spared`` are the tasks the stop signal woke (suspended on ``ctx.until_cancelled()`` or
+        the pool's own waits): they see the stop by themselves. A task that has not taken its
+        first step is left alone: it sees the stop signal and ends without an attempt (a task
+        cancelled before its first step would never run at all).
+        """
+        task = self.task
+        if task is not None and self.started and not task.done() and task not in spared:
+            task.cancel()
+
+    def cancel_attempt(self, attempt: int) -> None:
+        """Cancel the running attempt ``attempt`` (hang detection), from any thread."""
+        self.loop.call(self._cancel_attempt, attempt)
+
+    def _cancel_attempt(self, attempt: int) -> None:
+        # On the loop thread: cancel the task if it is still in that attempt.
+        if self.task is not None and self.supervisor.running_attempt() == attempt:
+            self.task.cancel()
+
+    def stack(self, frames: dict[int, FrameType]) -> str:
+        """Where the task is now: its await chain, or the loop's stack when it blocks the loop."""
+        if self.task is None:
+            return "(no stack available)\n"
+        return self.loop.stack_of(self.task, frames)

@@ -1,22 +1,19 @@
-"""Shared fixtures: every test fails if it leaks a thread."""
+"""Fixtures of every test: no leaked thread, a SQLite file as test database, pools and runworkers subprocesses.
+
+The plain helpers these fixtures use (and that tests import) are in tests/support.py.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.005) -> None:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} seconds: {predicate}")
-        time.sleep(interval)
+from tests.support import SETTINGS, Harness, RunworkersProcess, StartRunworkers, runworkers_environment
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +42,45 @@ def no_leaked_threads() -> Iterator[None]:
             return
         time.sleep(0.01)
     pytest.fail(f"test leaked threads: {[t.name for t in leaked]}")
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    """Pools (zero restart backoff unless given) and gates of one test: gates opened, then pools stopped."""
+    h = Harness()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[StartRunworkers]:
+    """A factory of ``manage.py runworkers`` subprocesses, all killed (process group included) at teardown.
+
+    ``start(*args, workers={...}, env={...}, settings=..., pythonpath=(...))`` runs the test project's
+    ``runworkers *args`` with ``WORKERS = workers`` and the settings module ``settings`` (by default
+    tests/scenarios/settings_runworkers.py); see :func:`tests.support.runworkers_environment`. Every process
+    is started in a session of its own.
+    """
+    started: list[RunworkersProcess] = []
+
+    def start(
+        *args: str,
+        workers: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        settings: str = SETTINGS,
+        pythonpath: tuple[Path, ...] = (),
+    ) -> RunworkersProcess:
+        environment = runworkers_environment(
+            tmp_path, settings=settings, workers=workers, env=env, pythonpath=pythonpath
+        )
+        process = RunworkersProcess(list(args), environment)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.kill()

@@ -9,16 +9,8 @@ import time
 import pytest
 
 from django_workers.core import Backoff, WorkerStatus, ctx_worker_name
-from tests.core.engine_support import (
-    AsyncFnWorker,
-    FnWorker,
-    collect_logs,
-    failing,
-    messages,
-    timed,
-    until_cancelled,
-    wait_for,
-)
+from tests.core.conftest import failing, messages, timed, until_cancelled
+from tests.support import AsyncFnWorker, FnWorker, collect_logs, wait_for
 
 LOOP_THREAD = "worker-pool:event-loop"
 

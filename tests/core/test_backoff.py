@@ -11,7 +11,8 @@ import pytest
 
 from django_workers.core import Backoff, WorkerPool, WorkerStatus
 from django_workers.core.events import WorkerRestarting
-from tests.core.engine_support import EventLog, FnWorker, failing, messages
+from tests.core.conftest import EventLog, failing, messages
+from tests.support import FnWorker
 
 
 def test_delay_follows_the_formula_and_is_capped_at_maximum() -> None:

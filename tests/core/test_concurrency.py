@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from django_workers.core import WorkerPool, WorkerStatus
-from tests.core.engine_support import ZERO_BACKOFF, FnWorker, failing, messages, until_cancelled, wait_for
+from tests.core.conftest import failing, messages, until_cancelled
+from tests.support import ZERO_BACKOFF, FnWorker, wait_for
 
 STARTING = re.compile(r"starting execution attempt (\d+)/unlimited")
 ERROR_OF = re.compile(r"stopping execution attempt (\d+)/unlimited with error: boom (\d+)")

@@ -18,7 +18,7 @@ from django_workers.core import (
     ctx_worker_name,
     current_context,
 )
-from tests.core.engine_support import AsyncFnWorker, FnWorker, RecordCollector, collect_logs
+from tests.support import AsyncFnWorker, FnWorker, RecordCollector, collect_logs
 
 KINDS = ["sync", "async"]
 

@@ -26,16 +26,8 @@ from django_workers.core.events import (
     WorkerFinished,
     WorkerRestarting,
 )
-from tests.core.engine_support import (
-    AsyncFnWorker,
-    EventLog,
-    FnWorker,
-    collect_logs,
-    failing,
-    messages,
-    until_cancelled,
-    wait_for,
-)
+from tests.core.conftest import EventLog, failing, messages, until_cancelled
+from tests.support import AsyncFnWorker, FnWorker, collect_logs, wait_for
 
 KINDS = ["sync", "async"]
 

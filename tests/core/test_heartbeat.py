@@ -7,12 +7,10 @@ import threading
 
 import pytest
 
-from django_workers import Backoff, Worker, WorkerContext, WorkerPool, WorkerStatus
+from django_workers import Worker, WorkerContext, WorkerPool, WorkerStatus
 from django_workers.core.events import LifecycleEvent, WorkerSilent
 from django_workers.probe import WorkerProbe
-from tests.conftest import wait_for
-
-ZERO = Backoff(initial=0)
+from tests.support import ZERO_BACKOFF, wait_for
 
 
 def messages(pool: WorkerPool, name: str) -> list[str]:
@@ -101,7 +99,7 @@ def test_a_silent_worker_is_reported_and_unhealthy_but_not_cancelled_without_res
 @pytest.mark.parametrize("worker_class", [SilentThenBeating, AsyncSilentThenBeating])
 def test_restart_on_silence_cancels_the_silent_attempt_and_restarts_it(worker_class: type[Worker]) -> None:
     worker = worker_class()
-    pool = WorkerPool(max_executions_attempts=3, restart_backoff=ZERO, log=False)
+    pool = WorkerPool(max_executions_attempts=3, restart_backoff=ZERO_BACKOFF, log=False)
     pool.register(worker, max_silence=0.1, restart_on_silence=True)
     with pool:
         wait_for(lambda: pool.execution(worker.name).current_execution_attempt == 2)

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from django_workers.core import Backoff, Worker, WorkerExecution, WorkerPool, WorkerStatus
-from tests.core.engine_support import AsyncFnWorker, EventLog, FnWorker, failing, messages, until_cancelled, wait_for
+from tests.core.conftest import EventLog, failing, messages, until_cancelled
+from tests.support import AsyncFnWorker, FnWorker, wait_for
 
 # -- construction and registration ------------------------------------------------------------
 

@@ -11,17 +11,8 @@ import pytest
 
 from django_workers.core import Backoff, WorkerStatus
 from django_workers.core.events import PoolStopped, WorkerRestarting, WorkerStopTimedOut
-from tests.core.engine_support import (
-    AsyncFnWorker,
-    EventLog,
-    FnWorker,
-    collect_logs,
-    failing,
-    messages,
-    timed,
-    until_cancelled,
-    wait_for,
-)
+from tests.core.conftest import EventLog, failing, messages, timed, until_cancelled
+from tests.support import AsyncFnWorker, FnWorker, collect_logs, wait_for
 
 KINDS = ["sync", "async"]
 

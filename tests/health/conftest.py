@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,14 +22,17 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from django_workers.models import Execution, ExecutionEvent, ExecutionStatus, Node
-from tests.runner.runworkers_process import MANAGE, ROOT, RunworkersProcess
+from tests.support import MANAGE, ROOT, RunworkersProcess, StartRunworkers, runworkers_environment
 
-SETTINGS = "tests.health.health_settings"
+SETTINGS = "tests.scenarios.settings_health"
 #: Dotted path prefix of the health test workers.
-H = "tests.health.health_workers"
+H = "tests.scenarios.workers_health"
+#: The name of the Workers check in django-health-check's answers.
+WORKERS_CHECK = "Workers(database=None, hostname=None)"
 
 
 # -- rows ----------------------------------------------------------------------------------------------
@@ -92,46 +94,31 @@ def make_event(now: datetime) -> Callable[..., ExecutionEvent]:
     return make
 
 
+def ready(client: Client) -> tuple[int, dict[str, str]]:
+    """The status and JSON body of the test project's readiness URL (django-health-check)."""
+    response = client.get("/health/ready/", HTTP_ACCEPT="application/json")
+    return response.status_code, json.loads(response.content)
+
+
 # -- subprocesses ------------------------------------------------------------------------------------
 
 
-def subprocess_environment(
-    workers: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None
-) -> dict[str, str]:
-    """The environment of a test-project command on this session's test database."""
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(path) for path in (ROOT, ROOT / "testproject")),
-        "DJANGO_SETTINGS_MODULE": SETTINGS,
-        "RUNWORKERS_TEST_WORKERS": json.dumps(workers),
-        "HEALTH_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
-        "SQLITE_PATH": str(tmp_path / "unused.sqlite3"),
-        "PYTHONUNBUFFERED": "1",
-        **(env or {}),
-    }
-    for inherited in ("RUN_MAIN", "DJANGO_WORKERS_RELOADER_FD"):
-        environment.pop(inherited, None)
-    return environment
+def on_test_database(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` and the variable that points a subprocess's ``default`` database at this session's test database."""
+    return {"HEALTH_TEST_DB_NAME": str(connection.settings_dict["NAME"]), **(env or {})}
 
 
 @pytest.fixture
-def runworkers(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., RunworkersProcess]]:
-    """A factory of ``runworkers`` subprocesses on the test database, all killed at teardown.
+def runworkers(transactional_db: None, start: StartRunworkers) -> StartRunworkers:
+    """A factory of ``runworkers`` subprocesses on the test database (tests/conftest.py's ``start``).
 
-    It depends on ``transactional_db``: the processes are killed before the tables are flushed.
+    It depends on ``transactional_db`` first: the processes are killed before the tables are flushed.
     """
-    started: list[RunworkersProcess] = []
 
-    def start(*args: str, workers: dict[str, Any], env: dict[str, str] | None = None) -> RunworkersProcess:
-        process = RunworkersProcess(list(args), subprocess_environment(workers, tmp_path, env))
-        started.append(process)
-        return process
+    def run(*args: str, workers: dict[str, Any], env: dict[str, str] | None = None) -> RunworkersProcess:
+        return start(*args, workers=workers, env=on_test_database(env), settings=SETTINGS)
 
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.kill()
+    return run
 
 
 @dataclass
@@ -149,7 +136,7 @@ def checkworkers(tmp_path: Path) -> Callable[..., Completed]:
         process = subprocess.Popen(
             [sys.executable, "-W", "error", str(MANAGE), "checkworkers", *args],
             cwd=ROOT,
-            env=subprocess_environment(workers, tmp_path, env),
+            env=runworkers_environment(tmp_path, settings=SETTINGS, workers=workers, env=on_test_database(env)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -15,7 +15,7 @@ from django.test import override_settings
 from django_workers.core import Worker, WorkerContext, WorkerPool
 from django_workers.http import HttpServer
 from django_workers.models import ExecutionStatus, Node
-from tests.conftest import wait_for
+from tests.support import free_port, wait_for
 
 HISTORY_ON: dict[str, Any] = {"HISTORY": {"ENABLED": True}, "WORKERS": []}
 
@@ -204,9 +204,7 @@ def test_url_unhealthy(endpoint: Callable[..., str]) -> None:
 
 
 def test_url_unreachable_cannot_tell() -> None:
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    port = free_port()
     code, out, err = checkworkers("--url", f"http://127.0.0.1:{port}/readyz", workers={"WORKERS": []})
     assert (code, out) == (2, "")
     assert err.startswith(f"cannot tell: no answer from http://127.0.0.1:{port}/readyz: ")

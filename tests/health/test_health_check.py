@@ -16,16 +16,10 @@ from health_check.base import HealthCheck
 from django_workers import WorkerPool
 from django_workers.health import Workers
 from django_workers.models import ExecutionStatus, Node
-from tests.conftest import wait_for
-from tests.health.conftest import H
+from tests.health.conftest import WORKERS_CHECK, H, ready
+from tests.support import wait_for
 
 HISTORY_ON: dict[str, Any] = {"HISTORY": {"ENABLED": True}, "WORKERS": []}
-WORKERS_CHECK = "Workers(database=None, hostname=None)"
-
-
-def ready(client: Client) -> tuple[int, dict[str, str]]:
-    response = client.get("/health/ready/", HTTP_ACCEPT="application/json")
-    return response.status_code, json.loads(response.content)
 
 
 def test_the_check_is_a_django_health_check_dataclass() -> None:

@@ -6,7 +6,6 @@ the test synchronises on its log lines and polls its endpoints with deadlines.
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import urllib.error
@@ -18,22 +17,12 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
-from tests.health.conftest import Completed, H
-from tests.runner.runworkers_process import RunworkersProcess, wait_until
+from tests.health.conftest import WORKERS_CHECK, Completed, H, ready
+from tests.support import RunworkersProcess, StartRunworkers, free_port, get_json, wait_for
 
 pytestmark = pytest.mark.slow
 
-Start = Callable[..., RunworkersProcess]
 ENDPOINT = r"started HTTP server on (http://127\.0\.0\.1:(\d+)) \(/livez, /readyz\)"
-
-
-def get(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
 
 
 def endpoint(process: RunworkersProcess) -> str:
@@ -45,11 +34,16 @@ def endpoint(process: RunworkersProcess) -> str:
 def poll(url: str, status: int, timeout: float = 15.0) -> dict[str, Any]:
     """GET ``url`` until it answers ``status``; its body."""
     answers: list[tuple[int, dict[str, Any]]] = []
-    wait_until(lambda: answers.append(get(url)) or answers[-1][0] == status, timeout, f"{url} answering {status}")
+    wait_for(
+        lambda: answers.append(get_json(url)) or answers[-1][0] == status,
+        timeout,
+        interval=0.05,
+        what=f"{url} answering {status}",
+    )
     return answers[-1][1]
 
 
-def test_livez_and_readyz_of_a_real_runworkers(runworkers: Start, tmp_path: Path) -> None:
+def test_livez_and_readyz_of_a_real_runworkers(runworkers: StartRunworkers, tmp_path: Path) -> None:
     trigger = tmp_path / "fail"
     workers = {
         "MAX_EXECUTIONS_ATTEMPTS": 2,
@@ -67,7 +61,7 @@ def test_livez_and_readyz_of_a_real_runworkers(runworkers: Start, tmp_path: Path
             "failing": {},
             "message": "steady: running, fails-on-trigger: running",
         }
-        status, live = get(f"{base}/livez")
+        status, live = get_json(f"{base}/livez")
         assert (status, live["status"], live["pid"], live["workers"]) == (200, "alive", process.pid, 2)
 
         trigger.touch()
@@ -76,7 +70,7 @@ def test_livez_and_readyz_of_a_real_runworkers(runworkers: Start, tmp_path: Path
         assert body["status"] == "unhealthy"
         assert body["failing"] == {"fails-on-trigger": "attempts exhausted"}
         assert body["message"] == "steady: running, fails-on-trigger: error"
-        assert get(f"{base}/livez")[0] == 200
+        assert get_json(f"{base}/livez")[0] == 200
 
         process.send(signal.SIGTERM)
         assert process.wait() == 0
@@ -86,7 +80,7 @@ def test_livez_and_readyz_of_a_real_runworkers(runworkers: Start, tmp_path: Path
         process.kill()
 
 
-def test_a_silent_worker_makes_readyz_503(runworkers: Start, tmp_path: Path) -> None:
+def test_a_silent_worker_makes_readyz_503(runworkers: StartRunworkers, tmp_path: Path) -> None:
     trigger = tmp_path / "quiet"
     workers = {
         "HEALTH": {"PORT": 0},  # the settings key, this time
@@ -109,7 +103,7 @@ def test_a_silent_worker_makes_readyz_503(runworkers: Start, tmp_path: Path) -> 
         process.kill()
 
 
-def test_a_port_in_use_makes_runworkers_exit_with_1(runworkers: Start) -> None:
+def test_a_port_in_use_makes_runworkers_exit_with_1(runworkers: StartRunworkers) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -127,7 +121,7 @@ def test_a_port_in_use_makes_runworkers_exit_with_1(runworkers: Start) -> None:
     assert "Traceback" not in process.stderr
 
 
-def test_an_invalid_health_port_is_a_configuration_error(runworkers: Start) -> None:
+def test_an_invalid_health_port_is_a_configuration_error(runworkers: StartRunworkers) -> None:
     process = runworkers("--health-port", "http", workers={"WORKERS": [f"{H}.Steady"]})
     try:
         assert process.wait() == 1
@@ -136,10 +130,8 @@ def test_an_invalid_health_port_is_a_configuration_error(runworkers: Start) -> N
     assert "--health-port must be a TCP port number from 0 to 65535 (0: any free port), got 'http'" in process.stderr
 
 
-def test_one_port_given_to_metrics_and_health_serves_both(runworkers: Start) -> None:
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+def test_one_port_given_to_metrics_and_health_serves_both(runworkers: StartRunworkers) -> None:
+    port = free_port()
     process = runworkers("--metrics-port", str(port), "--health-port", str(port), workers={"WORKERS": [f"{H}.Steady"]})
     try:
         process.expect(rf"started HTTP server on http://127\.0\.0\.1:{port} \(/metrics, /livez, /readyz\)")
@@ -158,7 +150,6 @@ def test_one_port_given_to_metrics_and_health_serves_both(runworkers: Start) -> 
 # -- history: the web check and checkworkers read what a real runworkers recorded ---------------------
 
 HISTORY = {"ENABLED": True, "HEARTBEAT_INTERVAL": 0.5}
-WORKERS_CHECK = "Workers(database=None, hostname=None)"
 
 
 def history_workers(trigger: Path) -> dict[str, Any]:
@@ -170,23 +161,19 @@ def history_workers(trigger: Path) -> dict[str, Any]:
     }
 
 
-def ready(client: Client) -> tuple[int, dict[str, str]]:
-    response = client.get("/health/ready/", HTTP_ACCEPT="application/json")
-    return response.status_code, json.loads(response.content)
-
-
 def poll_ready(client: Client, status: int, timeout: float = 20.0) -> dict[str, str]:
     """GET the test project's readiness URL until it answers ``status``; its body."""
     answers: list[tuple[int, dict[str, str]]] = []
-    wait_until(
+    wait_for(
         lambda: answers.append(ready(client)) or answers[-1][0] == status,
         timeout,
-        f"/health/ready/ answering {status} (last answer: {answers[-1:]})",
+        interval=0.05,
+        what=f"/health/ready/ answering {status} (last answer: {answers[-1:]})",
     )
     return answers[-1][1]
 
 
-def test_the_web_check_follows_a_real_runworkers(runworkers: Start, client: Client, tmp_path: Path) -> None:
+def test_the_web_check_follows_a_real_runworkers(runworkers: StartRunworkers, client: Client, tmp_path: Path) -> None:
     trigger = tmp_path / "fail"
     process = runworkers(workers=history_workers(trigger))
     node = f"{socket.gethostname()}:{process.pid}"
@@ -206,7 +193,7 @@ def test_the_web_check_follows_a_real_runworkers(runworkers: Start, client: Clie
 
 
 def test_the_web_check_fails_once_a_killed_runworkers_goes_stale(
-    runworkers: Start, client: Client, tmp_path: Path
+    runworkers: StartRunworkers, client: Client, tmp_path: Path
 ) -> None:
     process = runworkers(workers=history_workers(tmp_path / "never"))
     node = f"{socket.gethostname()}:{process.pid}"
@@ -226,7 +213,7 @@ def test_the_web_check_fails_once_a_killed_runworkers_goes_stale(
 
 
 def test_checkworkers_exit_codes_against_a_real_runworkers(
-    runworkers: Start, checkworkers: Callable[..., Completed], tmp_path: Path
+    runworkers: StartRunworkers, checkworkers: Callable[..., Completed], tmp_path: Path
 ) -> None:
     trigger = tmp_path / "fail"
     workers = history_workers(trigger)
@@ -236,10 +223,11 @@ def test_checkworkers_exit_codes_against_a_real_runworkers(
         readyz = endpoint(process) + "/readyz"
         process.expect(r"fails-on-trigger attempt 1 is running")
         results: list[Completed] = []
-        wait_until(
+        wait_for(
             lambda: results.append(checkworkers(workers=workers)) or results[-1].returncode == 0,
             30,
-            "checkworkers exiting with 0",
+            interval=0.05,
+            what="checkworkers exiting with 0",
         )
         healthy = results[-1]
         assert healthy.stdout.splitlines()[:2] == [
@@ -254,10 +242,11 @@ def test_checkworkers_exit_codes_against_a_real_runworkers(
         trigger.touch()
         process.expect(r"max execution attempts reached")
         results.clear()
-        wait_until(
+        wait_for(
             lambda: results.append(checkworkers(workers=workers)) or results[-1].returncode == 1,
             30,
-            "checkworkers exiting with 1",
+            interval=0.05,
+            what="checkworkers exiting with 1",
         )
         assert results[-1].stdout.splitlines()[-1] == (
             f"unhealthy: failing workers: fails-on-trigger on {node} (attempts exhausted, attempt 2/2)"

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +26,7 @@ from django.db import connections
 from django_workers import Backoff, WorkerPool
 from django_workers.core.events import LifecycleEvent, ReportedEvent
 from django_workers.history import HistoryRecorder
-from tests.runner.conftest import start  # noqa: F401 - the runworkers factory of tests/runner, a fixture here
-from tests.runner.runworkers_process import MANAGE, ROOT, SETTINGS
+from tests.support import MANAGE, ROOT, free_port, runworkers_environment
 
 POSTGRESQL = bool(os.environ.get("DATABASE_URL"))
 
@@ -110,13 +107,6 @@ def scene() -> Iterator[Scene]:
 # -- a database alias that a test makes unreachable, then reachable again -----------------------------
 
 
-def closed_port() -> int:
-    """A local TCP port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class SwitchableDatabase:
     """A second alias on the test database, broken (unreachable) or repaired at will.
 
@@ -146,7 +136,7 @@ class SwitchableDatabase:
         if self.vendor == "sqlite":
             self.settings["NAME"] = str(Path("/nonexistent", uuid.uuid4().hex, "db.sqlite3"))
         else:
-            self.settings["HOST"], self.settings["PORT"] = "127.0.0.1", str(closed_port())
+            self.settings["HOST"], self.settings["PORT"] = "127.0.0.1", str(free_port())
             self.settings.setdefault("OPTIONS", {})["connect_timeout"] = 2
 
     def repair(self) -> None:
@@ -176,21 +166,6 @@ def switchable(request: pytest.FixtureRequest, django_db_setup: None) -> Iterato
 # -- a database for runworkers subprocesses --------------------------------------------------------
 
 
-def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment that tests/runner's ``start`` fixture gives runworkers (for other commands)."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(path) for path in (ROOT, ROOT / "testproject")),
-        "DJANGO_SETTINGS_MODULE": SETTINGS,
-        "RUNWORKERS_TEST_WORKERS": json.dumps({"WORKERS": []}),
-        "SQLITE_PATH": str(tmp_path / "db.sqlite3"),
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
-    env.pop("RUN_MAIN", None)
-    return env
-
-
 @dataclass
 class ProcessDatabase:
     """The database of the runworkers subprocesses of one test, and an alias to read it here."""
@@ -218,7 +193,7 @@ def process_database(tmp_path: Path, django_db_blocker: Any) -> Iterator[Process
         settings: dict[str, Any] = {**base, "NAME": name}
     else:
         settings = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "db.sqlite3")}
-    env = subprocess_env(tmp_path, **extra)
+    env = runworkers_environment(tmp_path, env=extra)
     result = subprocess.run(
         [sys.executable, "-W", "error", str(MANAGE), "migrate", "--noinput", "-v", "0"],
         cwd=ROOT,
@@ -255,6 +230,3 @@ def history_workers(workers: list[Any], **history: Any) -> dict[str, Any]:
         "HISTORY": {"ENABLED": True, "HEARTBEAT_INTERVAL": 0.2, "ORPHAN_GRACE": 1.0, **history},
         "WORKERS": workers,
     }
-
-
-Poll = Callable[[Callable[[], object]], None]

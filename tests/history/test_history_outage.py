@@ -33,8 +33,8 @@ from django_workers import Worker, WorkerContext
 from django_workers.core.events import LifecycleEvent, ReportedEvent
 from django_workers.metrics import WorkerMetrics
 from django_workers.models import Execution, ExecutionEvent, Node
-from tests.conftest import wait_for
 from tests.history.conftest import Counting, Scene, SwitchableDatabase, needs_postgresql
+from tests.support import wait_for
 
 
 class Failing(Worker):

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from django_workers.history import PruneCounts, count_prunable, prune_step
 from django_workers.models import Execution, ExecutionEvent, Node
-from tests.conftest import wait_for
 from tests.history.conftest import Scene
+from tests.support import wait_for
 
 
 @dataclass

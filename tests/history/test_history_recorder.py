@@ -24,8 +24,8 @@ from django_workers import Worker, WorkerContext
 from django_workers.core.events import AttemptFailed
 from django_workers.metrics import WorkerMetrics
 from django_workers.models import Execution, ExecutionEvent, ExecutionStatus, Node
-from tests.conftest import wait_for
 from tests.history.conftest import Counting, Scene
+from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

@@ -17,7 +17,7 @@ import pytest
 
 from django_workers.models import Execution, ExecutionEvent, Node
 from tests.history.conftest import ProcessDatabase, history_workers
-from tests.runner.runworkers_process import RunworkersProcess, StartRunworkers, W, wait_until
+from tests.support import RunworkersProcess, StartRunworkers, W, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -64,11 +64,15 @@ def test_every_attempt_and_event_of_a_runworkers_process_is_stored(
     process.expect(r"sleeper is running")
 
     # The node row, and its heartbeat advancing (every 0.2 s, from the database's clock).
-    wait_until(lambda: node_of(alias, process) is not None, what="the node row")
+    wait_for(lambda: node_of(alias, process) is not None, interval=0.05, what="the node row")
     node = node_of(alias, process)
     assert node is not None
     first = node.last_heartbeat
-    wait_until(lambda: Node.objects.using(alias).get(pk=node.pk).last_heartbeat > first, what="a newer heartbeat")
+    wait_for(
+        lambda: Node.objects.using(alias).get(pk=node.pk).last_heartbeat > first,
+        interval=0.05,
+        what="a newer heartbeat",
+    )
     assert node.stopped_at is None
     assert node.workers == ["failing", "one-shot", "sleeper"]
 
@@ -115,7 +119,7 @@ def test_after_a_kill_9_the_next_start_closes_the_orphaned_executions(
     def running_row() -> Any:
         return Execution.objects.using(alias).filter(worker="sleeper", status="running").first()
 
-    wait_until(lambda: running_row() is not None, what="the running execution row")
+    wait_for(lambda: running_row() is not None, interval=0.05, what="the running execution row")
     orphan = running_row()
     lost = node_of(alias, killed)
     assert lost is not None
@@ -125,9 +129,10 @@ def test_after_a_kill_9_the_next_start_closes_the_orphaned_executions(
 
     survivor = start(workers=workers, env=process_database.env)
     survivor.expect(r"sleeper is running")
-    wait_until(
+    wait_for(
         lambda: Execution.objects.using(alias).get(pk=orphan.pk).status == "error",
         timeout=15,
+        interval=0.05,
         what="the orphaned execution closed",
     )
     orphan.refresh_from_db(using=alias)

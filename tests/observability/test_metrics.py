@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,38 +20,19 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import django_workers
-from django_workers.core import Backoff, Worker, WorkerContext, WorkerPool
+from django_workers.core import WorkerContext
 from django_workers.core.events import AttemptFailed, AttemptSucceeded, PoolStarted, WorkerStopTimedOut
 from django_workers.core.execution import WorkerStatus
 from django_workers.metrics import DURATION_BUCKETS, WorkerMetrics, worker_label
 from django_workers.observability import metrics as observability_metrics
 from django_workers.observability.exposition import process_metrics
+from tests.support import ROOT, AsyncFnWorker, FnWorker, Harness
 
-ROOT = Path(__file__).resolve().parents[2]
-ZERO_BACKOFF = Backoff(initial=0)
 STATUSES = ("started", "restarted", "success", "error")
 
 
 class Meltdown(BaseException):
     """A non-Exception: the pool recovers it as a panic."""
-
-
-class FnWorker(Worker):
-    def __init__(self, name: str, fn: Callable[[WorkerContext], Any] = lambda ctx: None) -> None:
-        self.name = name
-        self.fn = fn
-
-    def run(self, ctx: WorkerContext) -> Any:
-        return self.fn(ctx)
-
-
-class AsyncFnWorker(Worker):
-    def __init__(self, name: str, fn: Callable[[WorkerContext], Any]) -> None:
-        self.name = name
-        self.fn = fn
-
-    async def run(self, ctx: WorkerContext) -> Any:
-        return await self.fn(ctx)
 
 
 def fail_until(success_at: int | None, exc: Callable[[], BaseException] = lambda: ValueError("boom")):
@@ -79,34 +60,6 @@ class Durations:
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
-
-
-@pytest.fixture
-def gates() -> Iterator[list[threading.Event]]:
-    made: list[threading.Event] = []
-    yield made
-    for gate in made:
-        gate.set()
-
-
-@pytest.fixture
-def make_pool(gates: list[threading.Event]) -> Iterator[Callable[..., WorkerPool]]:
-    """Builds pools (zero backoff unless given) that are stopped at teardown, gates opened first."""
-    pools: list[WorkerPool] = []
-
-    def make(*workers: Worker, cls: type[WorkerPool] = WorkerPool, **kwargs: Any) -> WorkerPool:
-        kwargs.setdefault("restart_backoff", ZERO_BACKOFF)
-        pool = cls(**kwargs)
-        for worker in workers:
-            pool.register(worker)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for gate in gates:
-        gate.set()
-    left = [pool.stop(timeout=5.0) for pool in pools]
-    assert not any(left), f"workers still running at teardown: {left}"
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -167,23 +120,19 @@ def test_nothing_exported_before_a_pool_starts(registry: CollectorRegistry) -> N
     assert series(registry) == UNLABELLED
 
 
-def test_series_of_registered_workers_exist_at_zero_from_start(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]
-) -> None:
+def test_series_of_registered_workers_exist_at_zero_from_start(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
     # Deferred for a minute: start() publishes the pool's start, and no attempt runs before stop().
-    pool = make_pool(FnWorker("My Worker-1"), FnWorker("other"), deferred_start_threshold=60, listeners=[metrics])
+    pool = harness.pool(FnWorker("My Worker-1"), FnWorker("other"), deferred_start_threshold=60, listeners=[metrics])
     pool.start()
     assert series(registry) == {**UNLABELLED, **zero_series("my_worker_1"), **zero_series("other")}
     assert pool.stop(5) == []
     assert series(registry) == {**UNLABELLED, **zero_series("my_worker_1"), **zero_series("other")}
 
 
-def test_namespace_and_subsystem_prefix_every_name(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]
-) -> None:
+def test_namespace_and_subsystem_prefix_every_name(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics(namespace="shop", subsystem="jobs").register(registry)
-    pool = make_pool(FnWorker("w"), listeners=[metrics])
+    pool = harness.pool(FnWorker("w"), listeners=[metrics])
     pool.start()
     assert pool.wait(10)
     assert executions(registry, "w", "shop_jobs_") == {"started": 1, "restarted": 0, "success": 1, "error": 0}
@@ -302,10 +251,12 @@ def test_one_object_in_two_registries_and_unregister(registry: CollectorRegistry
 # -- counting real attempts ---------------------------------------------------------------------
 
 
-def test_failing_twice_then_succeeding(registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]) -> None:
+def test_failing_twice_then_succeeding(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
     durations = Durations()
-    pool = make_pool(FnWorker("My Worker-1", fail_until(3)), max_executions_attempts=3, listeners=[metrics, durations])
+    pool = harness.pool(
+        FnWorker("My Worker-1", fail_until(3)), max_executions_attempts=3, listeners=[metrics, durations]
+    )
     pool.start()
     assert pool.wait(10)
     assert pool.execution("My Worker-1").status is WorkerStatus.SUCCESS
@@ -325,9 +276,9 @@ def test_failing_twice_then_succeeding(registry: CollectorRegistry, make_pool: C
     assert value(registry, f"{hist}_bucket", worker="my_worker_1", status="error", le="+Inf") == 2
 
 
-def test_exhausting_attempts(registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]) -> None:
+def test_exhausting_attempts(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
-    pool = make_pool(FnWorker("doomed", fail_until(None)), max_executions_attempts=3, listeners=[metrics])
+    pool = harness.pool(FnWorker("doomed", fail_until(None)), max_executions_attempts=3, listeners=[metrics])
     pool.start()
     assert pool.wait(10)
     assert pool.execution("doomed").has_event("max execution attempts reached")
@@ -336,11 +287,9 @@ def test_exhausting_attempts(registry: CollectorRegistry, make_pool: Callable[..
     assert value(registry, "worker_execution_duration_seconds_count", worker="doomed", status="success") == 0
 
 
-def test_a_recovered_panic_counts_as_an_error(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]
-) -> None:
+def test_a_recovered_panic_counts_as_an_error(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
-    pool = make_pool(
+    pool = harness.pool(
         FnWorker("panicky", fail_until(2, Meltdown)),
         FnWorker("exits", fail_until(None, lambda: SystemExit(3))),
         max_executions_attempts=2,
@@ -353,18 +302,15 @@ def test_a_recovered_panic_counts_as_an_error(
     assert executions(registry, "exits") == {"started": 2, "restarted": 1, "success": 0, "error": 2}
 
 
-def test_running_gauge_is_one_during_an_attempt_then_zero(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool], gates: list[threading.Event]
-) -> None:
+def test_running_gauge_is_one_during_an_attempt_then_zero(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
-    inside, release = threading.Event(), threading.Event()
-    gates.append(release)
+    inside, release = threading.Event(), harness.gate()
 
     def body(ctx: WorkerContext) -> None:
         inside.set()
         release.wait(60)
 
-    pool = make_pool(FnWorker("blocker", body), FnWorker("idle"), listeners=[metrics])
+    pool = harness.pool(FnWorker("blocker", body), FnWorker("idle"), listeners=[metrics])
     pool.start()
     assert inside.wait(10)
     assert value(registry, "workers_running", worker="blocker") == 1
@@ -376,12 +322,9 @@ def test_running_gauge_is_one_during_an_attempt_then_zero(
     assert executions(registry, "blocker") == {"started": 1, "restarted": 0, "success": 1, "error": 0}
 
 
-def test_async_workers_are_counted_the_same_way(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool], gates: list[threading.Event]
-) -> None:
+def test_async_workers_are_counted_the_same_way(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
-    inside, release = threading.Event(), threading.Event()
-    gates.append(release)
+    inside, release = threading.Event(), harness.gate()
 
     async def body(ctx: WorkerContext) -> None:
         if ctx.attempt == 1:
@@ -390,7 +333,7 @@ def test_async_workers_are_counted_the_same_way(
         while not release.is_set():
             await asyncio.sleep(0.005)
 
-    pool = make_pool(AsyncFnWorker("async-one", body), max_executions_attempts=2, listeners=[metrics])
+    pool = harness.pool(AsyncFnWorker("async-one", body), max_executions_attempts=2, listeners=[metrics])
     pool.start()
     assert inside.wait(10)
     assert value(registry, "workers_running", worker="async_one") == 1
@@ -400,9 +343,7 @@ def test_async_workers_are_counted_the_same_way(
     assert executions(registry, "async_one") == {"started": 2, "restarted": 1, "success": 1, "error": 1}
 
 
-def test_a_worker_stopped_by_the_pool_counts_as_success(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]
-) -> None:
+def test_a_worker_stopped_by_the_pool_counts_as_success(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
     inside = threading.Event()
 
@@ -411,7 +352,7 @@ def test_a_worker_stopped_by_the_pool_counts_as_success(
         while not ctx.sleep(60):
             pass
 
-    pool = make_pool(FnWorker("loop", body), listeners=[metrics])
+    pool = harness.pool(FnWorker("loop", body), listeners=[metrics])
     pool.start()
     assert inside.wait(10)
     assert pool.stop(5) == []
@@ -419,22 +360,18 @@ def test_a_worker_stopped_by_the_pool_counts_as_success(
     assert value(registry, "workers_running", worker="loop") == 0
 
 
-def test_a_worker_registered_after_start_gets_its_series(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]
-) -> None:
+def test_a_worker_registered_after_start_gets_its_series(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
-    pool = make_pool(listeners=[metrics])
+    pool = harness.pool(listeners=[metrics])
     pool.start()
     pool.register(FnWorker("late"))
     assert pool.wait(10)
     assert executions(registry, "late") == {"started": 1, "restarted": 0, "success": 1, "error": 0}
 
 
-def test_user_facing_pool_with_metrics_as_a_listener(
-    registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]
-) -> None:
+def test_user_facing_pool_with_metrics_as_a_listener(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
-    pool = make_pool(
+    pool = harness.pool(
         FnWorker("w", fail_until(2)), cls=django_workers.WorkerPool, max_executions_attempts=2, listeners=[metrics]
     )
     pool.start()
@@ -446,9 +383,9 @@ def test_user_facing_pool_with_metrics_as_a_listener(
     "metrics" not in inspect.signature(django_workers.WorkerPool).parameters,
     reason="WorkerPool(metrics=...) is not wired yet",
 )
-def test_worker_pool_metrics_argument(registry: CollectorRegistry, make_pool: Callable[..., WorkerPool]) -> None:
+def test_worker_pool_metrics_argument(registry: CollectorRegistry, harness: Harness) -> None:
     metrics = WorkerMetrics().register(registry)
-    pool = make_pool(FnWorker("w"), cls=django_workers.WorkerPool, metrics=metrics)
+    pool = harness.pool(FnWorker("w"), cls=django_workers.WorkerPool, metrics=metrics)
     assert pool.metrics is metrics  # type: ignore[attr-defined]
     pool.start()
     assert pool.wait(10)

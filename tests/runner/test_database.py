@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.runner.runworkers_process import RunworkersProcess, StartRunworkers, W, wait_until
+from tests.support import RunworkersProcess, StartRunworkers, W, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,9 @@ def test_a_killed_connection_fails_the_attempt_and_the_next_attempt_recovers(
     new_looper = backend(process, r"looper attempt 1 uses backend (\d+)")
     assert new_holder != holder
     assert new_looper != looper
-    wait_until(lambda: backends_of(postgres, name) == {new_holder, new_looper}, what="only the new connections")
+    wait_for(
+        lambda: backends_of(postgres, name) == {new_holder, new_looper}, interval=0.05, what="only the new connections"
+    )
 
     process.send(signal.SIGTERM)
     assert process.wait() == 0
@@ -110,10 +112,12 @@ def test_one_connection_per_database_worker_and_none_left_after_the_stop(start: 
 
     # The visitor returned: its thread's connection is closed although the process runs on. The
     # main thread holds none: the budget is one connection per sync worker that uses the ORM.
-    wait_until(lambda: backends_of(postgres, name) == {holder, looper}, what="one connection per running worker")
+    wait_for(
+        lambda: backends_of(postgres, name) == {holder, looper}, interval=0.05, what="one connection per running worker"
+    )
     assert visitor not in backends_of(postgres, name)
     assert process.alive()
 
     process.send(signal.SIGTERM)
     assert process.wait() == 0
-    wait_until(lambda: not backends_of(postgres, name), timeout=5, what="no connection left")
+    wait_for(lambda: not backends_of(postgres, name), timeout=5, interval=0.05, what="no connection left")

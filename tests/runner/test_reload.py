@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runner.runworkers_process import SETTINGS, RunworkersProcess, StartRunworkers, W, pid_exists, wait_until
+from tests.support import SETTINGS, RunworkersProcess, StartRunworkers, W, pid_exists, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_sigterm_to_the_reloader_stops_both_processes_gracefully(start: StartRun
 
     process.send(signal.SIGTERM)  # to the reloader only, as `docker stop` does to PID 1
     assert process.wait() == 0
-    wait_until(lambda: not pid_exists(child), what=f"worker process {child} gone")
+    wait_for(lambda: not pid_exists(child), interval=0.05, what=f"worker process {child} gone")
     log = process.stderr
     assert "received SIGTERM: stopping 1 worker(s) gracefully" in log
     assert "alpha noticed the cancellation" in log
@@ -48,7 +48,7 @@ def test_ctrl_c_reaching_both_processes_is_one_stop_request(start: StartRunworke
 
     process.send_group(signal.SIGINT)  # a terminal's Ctrl-C: the reloader and the worker process get it
     assert process.wait() == 0  # not 130: the signal relayed by the reloader is the same request
-    wait_until(lambda: not pid_exists(child), what=f"worker process {child} gone")
+    wait_for(lambda: not pid_exists(child), interval=0.05, what=f"worker process {child} gone")
     assert "received SIGINT: stopping 1 worker(s) gracefully" in process.stderr
     assert "forced exit" not in process.stderr
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from django_workers.runner.signals import COPY_WINDOW, Wakeup
-from tests.runner.runworkers_process import StartRunworkers, W
+from tests.support import StartRunworkers, W
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_workers_left_running_at_the_stop_timeout_exit_3_with_their_stack(start:
     log = process.stderr
     assert "did not stop within 0.5 seconds; its stack:" in log
     assert "in ignore_cancellation" in log  # the stuck frame, in the logged stack
-    assert "scenario_workers.py" in log
+    assert "workers_runworkers.py" in log
     assert "final statuses of 2 worker(s): 1 running, 1 success" in log
     assert "worker stuck final status: running after attempt 1/1; it did not stop" in log
     assert "worker sleeper final status" not in log  # -v 1: it ended well

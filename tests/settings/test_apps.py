@@ -9,7 +9,6 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -21,8 +20,8 @@ from django_workers import WorkerPool, runtime
 from django_workers.apps import DjangoWorkersConfig
 from django_workers.checks import check_settings
 from tests.scenarios.workers_fixtures import PATH
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CLASSIC = {"WORKERS": [f"{PATH}.ClassicWorker"]}
 SLEEPY = {"WORKERS": [f"{PATH}.SleepyWorker"]}
 

@@ -17,8 +17,8 @@ from django_workers import checks as workers_checks
 from django_workers import settings as conf
 from django_workers.checks import TAG, check_settings
 from tests.scenarios.workers_fixtures import PATH
+from tests.support import MANAGE, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CLASSIC = f"{PATH}.ClassicWorker"
 
 
@@ -314,7 +314,7 @@ def test_the_messages_print_the_django_way() -> None:
 def test_manage_py_check_prints_the_messages_and_exits_1_without_traceback() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.scenarios.settings_broken_workers"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "testproject" / "manage.py"), "check"],
+        [sys.executable, str(MANAGE), "check"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -335,7 +335,7 @@ def test_manage_py_check_prints_the_messages_and_exits_1_without_traceback() -> 
 @pytest.mark.slow
 def test_manage_py_check_passes_on_the_testproject() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "testproject" / "manage.py"), "check"],
+        [sys.executable, str(MANAGE), "check"],
         cwd=ROOT,
         env={key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"},
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end (smoke mode). Speed is judged by the benchmark, not here."""
+"""benchmarks/bench_core.py and bench_peers.py run end to end (smoke mode). Speed is judged by the benchmarks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.benchmark_support import run_benchmark, summary_rows
+from tests.benchmarks.conftest import run_benchmark, summary_rows
 
 
 @pytest.mark.slow

@@ -1,79 +1,32 @@
-"""Fixtures of the exposition tests: ``runworkers`` subprocesses, free ports, scrapes.
+"""Fixtures and helpers of the observability tests: ``runworkers`` subprocesses with metrics, scrapes.
 
-``runworkers(*args, workers={...}, env={...}, pythonpath=(...))`` runs ``manage.py runworkers`` in a
-real subprocess (tests/runner/runworkers_process.py) with the settings module
-``tests.exposition.exposition_settings`` and ``WORKERS = workers``; every process is killed at
-teardown.
+``runworkers(*args, workers={...}, env={...}, pythonpath=(...))`` is tests/conftest.py's ``start`` with
+the settings module tests/scenarios/settings_observability.py (the runworkers scenario settings, plus
+django-prometheus on demand); every process is killed at teardown.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
+import functools
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.runner.runworkers_process import ROOT, RunworkersProcess
+from tests.support import StartRunworkers
 
-SETTINGS = "tests.exposition.exposition_settings"
+SETTINGS = "tests.scenarios.settings_observability"
 
 #: (sample name, sorted label items) -> value
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture
-def runworkers(tmp_path: Path) -> Iterator[Callable[..., RunworkersProcess]]:
-    started: list[RunworkersProcess] = []
-
-    def start(
-        *args: str,
-        workers: dict[str, Any] | None = None,
-        env: dict[str, str] | None = None,
-        pythonpath: tuple[Path, ...] = (),
-    ) -> RunworkersProcess:
-        environment = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(str(path) for path in (*pythonpath, ROOT, ROOT / "testproject")),
-            "DJANGO_SETTINGS_MODULE": SETTINGS,
-            "RUNWORKERS_TEST_WORKERS": json.dumps(workers if workers is not None else {"WORKERS": []}),
-            "SQLITE_PATH": str(tmp_path / "db.sqlite3"),
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
-        for inherited in ("RUN_MAIN", "DJANGO_WORKERS_RELOADER_FD", "PROMETHEUS_MULTIPROC_DIR"):
-            if inherited not in (env or {}):
-                environment.pop(inherited, None)
-        process = RunworkersProcess(list(args), environment)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def listening(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
+def runworkers(start: StartRunworkers) -> StartRunworkers:
+    return functools.partial(start, settings=SETTINGS)
 
 
 def scrape(url: str) -> Samples:

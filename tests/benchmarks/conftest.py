@@ -1,4 +1,4 @@
-"""Running a benchmark script in smoke mode from a test, and reading its summary table."""
+"""Helpers of the benchmark smoke tests: running a script of benchmarks/ in smoke mode, reading its summary table."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 def run_benchmark(

@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import django_workers
-from django_workers.core import Backoff, Worker, WorkerContext, WorkerPool, WorkerStatus
+from django_workers.core import Backoff, WorkerContext, WorkerPool, WorkerStatus
 from django_workers.health import rule
 from django_workers.health.rule import EXHAUSTED, NOT_STARTED, STOPPED_IN_ERROR, problem
 from django_workers.probe import ProbeResult, WorkerProbe
-from tests.conftest import wait_for
+from tests.support import FnWorker, Harness, wait_for
 
-ZERO_BACKOFF = Backoff(initial=0)
 #: Long enough that a worker sits in error between two attempts for the whole test.
 LONG_BACKOFF = Backoff(initial=600, maximum=600, jitter=0)
 
 
 class Meltdown(BaseException):
     """A non-Exception: the pool recovers it as a panic."""
-
-
-class FnWorker(Worker):
-    def __init__(self, name: str, fn: Callable[[WorkerContext], Any] = lambda ctx: None) -> None:
-        self.name = name
-        self.fn = fn
-
-    def run(self, ctx: WorkerContext) -> Any:
-        return self.fn(ctx)
 
 
 def always(exc: Callable[[], BaseException]) -> Callable[[WorkerContext], None]:
@@ -50,24 +40,6 @@ def until_cancelled(inside: threading.Event) -> Callable[[WorkerContext], None]:
     return body
 
 
-@pytest.fixture
-def make_pool() -> Iterator[Callable[..., WorkerPool]]:
-    """Builds pools (zero backoff unless given) that are stopped at teardown."""
-    pools: list[WorkerPool] = []
-
-    def make(*workers: Worker, cls: type[WorkerPool] = WorkerPool, **kwargs: Any) -> WorkerPool:
-        kwargs.setdefault("restart_backoff", ZERO_BACKOFF)
-        pool = cls(**kwargs)
-        for worker in workers:
-            pool.register(worker)
-        pools.append(pool)
-        return pool
-
-    yield make
-    left = [pool.stop(timeout=5.0) for pool in pools]
-    assert not any(left), f"workers still running at teardown: {left}"
-
-
 def check(pool: WorkerPool) -> ProbeResult:
     return WorkerProbe(pool).check()
 
@@ -79,21 +51,21 @@ def test_the_result_is_a_frozen_dataclass() -> None:
         result.success = False  # type: ignore[misc]
 
 
-def test_a_pool_without_workers_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool()
+def test_a_pool_without_workers_is_healthy(harness: Harness) -> None:
+    pool = harness.pool()
     assert check(pool) == ProbeResult(True, "")
     pool.start()
     assert check(pool) == ProbeResult(True, "")
 
 
-def test_workers_not_started_yet_are_unknown_hence_unhealthy(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(FnWorker("a"), FnWorker("b"))
+def test_workers_not_started_yet_are_unknown_hence_unhealthy(harness: Harness) -> None:
+    pool = harness.pool(FnWorker("a"), FnWorker("b"))
     assert check(pool) == ProbeResult(False, "a: unknown, b: unknown")
 
 
-def test_deferred_and_running_workers_are_healthy(make_pool: Callable[..., WorkerPool]) -> None:
+def test_deferred_and_running_workers_are_healthy(harness: Harness) -> None:
     inside = threading.Event()
-    pool = make_pool(FnWorker("runner", until_cancelled(inside)))
+    pool = harness.pool(FnWorker("runner", until_cancelled(inside)))
     pool.register(FnWorker("later"), deferred_start_threshold=60)
     pool.start()
     assert inside.wait(10)
@@ -103,8 +75,8 @@ def test_deferred_and_running_workers_are_healthy(make_pool: Callable[..., Worke
     assert check(pool) == ProbeResult(True, "runner: success, later: deferred")
 
 
-def test_a_transient_error_between_attempts_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(
+def test_a_transient_error_between_attempts_is_healthy(harness: Harness) -> None:
+    pool = harness.pool(
         FnWorker("flaky", always(lambda: ValueError("boom"))), max_executions_attempts=3, restart_backoff=LONG_BACKOFF
     )
     pool.start()
@@ -116,8 +88,8 @@ def test_a_transient_error_between_attempts_is_healthy(make_pool: Callable[..., 
     assert check(pool) == ProbeResult(False, "flaky: error")
 
 
-def test_unlimited_attempts_never_exhaust(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(
+def test_unlimited_attempts_never_exhaust(harness: Harness) -> None:
+    pool = harness.pool(
         FnWorker("forever", always(lambda: ValueError("boom"))), max_executions_attempts=0, restart_backoff=LONG_BACKOFF
     )
     pool.start()
@@ -126,23 +98,23 @@ def test_unlimited_attempts_never_exhaust(make_pool: Callable[..., WorkerPool]) 
 
 
 @pytest.mark.parametrize("exc", [lambda: ValueError("boom"), Meltdown], ids=["error", "panic"])
-def test_exhausted_attempts_are_unhealthy(make_pool: Callable[..., WorkerPool], exc: Any) -> None:
-    pool = make_pool(FnWorker("doomed", always(exc)), max_executions_attempts=2)
+def test_exhausted_attempts_are_unhealthy(harness: Harness, exc: Any) -> None:
+    pool = harness.pool(FnWorker("doomed", always(exc)), max_executions_attempts=2)
     pool.start()
     assert pool.wait(10)
     assert pool.execution("doomed").has_event("max execution attempts reached")
     assert check(pool) == ProbeResult(False, "doomed: error")
 
 
-def test_a_single_attempt_that_failed_is_exhausted(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(FnWorker("once", always(lambda: RuntimeError("no"))))  # default: 1 attempt
+def test_a_single_attempt_that_failed_is_exhausted(harness: Harness) -> None:
+    pool = harness.pool(FnWorker("once", always(lambda: RuntimeError("no"))))  # default: 1 attempt
     pool.start()
     assert pool.wait(10)
     assert check(pool) == ProbeResult(False, "once: error")
 
 
-def test_exhaustion_is_the_field_not_the_event_text(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(FnWorker("doomed", always(lambda: ValueError("boom"))), max_executions_attempts=2)
+def test_exhaustion_is_the_field_not_the_event_text(harness: Harness) -> None:
+    pool = harness.pool(FnWorker("doomed", always(lambda: ValueError("boom"))), max_executions_attempts=2)
     pool.start()
     assert pool.wait(10)
     execution = pool.execution("doomed")
@@ -157,8 +129,8 @@ def test_exhaustion_is_the_field_not_the_event_text(make_pool: Callable[..., Wor
     assert problem(dataclasses.replace(execution, status=WorkerStatus.SUCCESS), stopping=True) == ""
 
 
-def test_an_error_that_is_not_exhausted_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(
+def test_an_error_that_is_not_exhausted_is_healthy(harness: Harness) -> None:
+    pool = harness.pool(
         FnWorker("flaky", always(lambda: ValueError("boom"))), max_executions_attempts=3, restart_backoff=LONG_BACKOFF
     )
     pool.start()
@@ -171,8 +143,8 @@ def test_an_error_that_is_not_exhausted_is_healthy(make_pool: Callable[..., Work
     assert check(pool) == ProbeResult(True, "flaky: error")
 
 
-def test_the_rule_names_each_problem(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(FnWorker("a"))
+def test_the_rule_names_each_problem(harness: Harness) -> None:
+    pool = harness.pool(FnWorker("a"))
     execution = pool.execution("a")
     assert problem(execution, stopping=False) == NOT_STARTED == "not started"
     silent = dataclasses.replace(execution, status=WorkerStatus.RUNNING, silent=True, max_silence=2.5)
@@ -198,7 +170,7 @@ def test_the_rule_of_a_recorded_attempt(status: str, attempt: int, max_attempts:
     assert rule.recorded_problem(status, attempt, max_attempts) == expected
 
 
-def test_success_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
+def test_success_is_healthy(harness: Harness) -> None:
     attempts = 0
 
     def body(ctx: WorkerContext) -> None:
@@ -207,7 +179,7 @@ def test_success_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
         if ctx.attempt < 3:
             raise ValueError("not yet")
 
-    pool = make_pool(FnWorker("done", body), max_executions_attempts=3)
+    pool = harness.pool(FnWorker("done", body), max_executions_attempts=3)
     pool.start()
     assert pool.wait(10)
     assert attempts == 3
@@ -215,10 +187,10 @@ def test_success_is_healthy(make_pool: Callable[..., WorkerPool]) -> None:
 
 
 def test_one_exhausted_worker_makes_the_pool_unhealthy_in_registration_order(
-    make_pool: Callable[..., WorkerPool],
+    harness: Harness,
 ) -> None:
     inside = threading.Event()
-    pool = make_pool(
+    pool = harness.pool(
         FnWorker("zeta", until_cancelled(inside)),
         FnWorker("alpha", always(lambda: ValueError("boom"))),
         FnWorker("mid"),
@@ -232,8 +204,8 @@ def test_one_exhausted_worker_makes_the_pool_unhealthy_in_registration_order(
     assert check(pool) == ProbeResult(False, "zeta: running, alpha: error, mid: success")
 
 
-def test_a_worker_registered_after_start_is_probed_too(make_pool: Callable[..., WorkerPool]) -> None:
-    pool = make_pool(FnWorker("first"))
+def test_a_worker_registered_after_start_is_probed_too(harness: Harness) -> None:
+    pool = harness.pool(FnWorker("first"))
     pool.start()
     pool.register(FnWorker("late", always(lambda: ValueError("boom"))))
     assert pool.wait(10)

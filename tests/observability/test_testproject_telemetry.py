@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.runner.runworkers_process import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 

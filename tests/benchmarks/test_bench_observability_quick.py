@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.benchmark_support import run_benchmark, summary_rows
+from tests.benchmarks.conftest import run_benchmark, summary_rows
 
 
 @pytest.mark.slow

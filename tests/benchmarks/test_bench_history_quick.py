@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.benchmark_support import run_benchmark, summary_rows
+from tests.benchmarks.conftest import run_benchmark, summary_rows
 
 
 @pytest.mark.slow

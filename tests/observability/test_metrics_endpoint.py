@@ -5,27 +5,16 @@ from __future__ import annotations
 import importlib.util
 import signal
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.exposition.conftest import (
-    Samples,
-    free_port,
-    listening,
-    scrape,
-    scrape_until,
-    series,
-    worker_series,
-)
-from tests.runner.runworkers_process import RunworkersProcess, W
+from tests.observability.conftest import Samples, scrape, scrape_until, series, worker_series
+from tests.support import StartRunworkers, W, free_port, listening
 
 pytestmark = pytest.mark.slow
-
-Start = Callable[..., RunworkersProcess]
 
 ENDPOINT = r"started HTTP server on (http://127\.0\.0\.1:(\d+)) \(/metrics\)"
 
@@ -56,7 +45,7 @@ def all_series(samples: Samples, prefix: str = PREFIX) -> dict[str, dict[str, fl
     return {worker: worker_series(samples, worker, prefix) for worker in EXPECTED}
 
 
-def test_a_scrape_shows_exact_series_after_successes_failures_and_restarts(runworkers: Start) -> None:
+def test_a_scrape_shows_exact_series_after_successes_failures_and_restarts(runworkers: StartRunworkers) -> None:
     process = runworkers("--metrics-port", "0", workers=SCENARIO)
     endpoint = process.expect(ENDPOINT)
     assert endpoint is not None
@@ -92,7 +81,9 @@ def test_a_scrape_shows_exact_series_after_successes_failures_and_restarts(runwo
     assert "stopping HTTP server" not in process.stderr  # stop_services logs failures so
 
 
-def test_the_port_comes_from_the_settings_and_a_busy_port_exits_1_with_a_clear_message(runworkers: Start) -> None:
+def test_the_port_comes_from_the_settings_and_a_busy_port_exits_1_with_a_clear_message(
+    runworkers: StartRunworkers,
+) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -107,7 +98,7 @@ def test_the_port_comes_from_the_settings_and_a_busy_port_exits_1_with_a_clear_m
     assert "Traceback" not in log
 
 
-def test_the_command_line_overrides_the_settings_port_and_address(runworkers: Start) -> None:
+def test_the_command_line_overrides_the_settings_port_and_address(runworkers: StartRunworkers) -> None:
     port = free_port()
     workers = {"METRICS": {"PORT": 1, "ADDRESS": "192.0.2.1"}, "WORKERS": [f"{W}.Sleeper"]}
     process = runworkers("--metrics-port", str(port), "--metrics-address", "127.0.0.1", workers=workers)
@@ -128,13 +119,13 @@ def test_the_command_line_overrides_the_settings_port_and_address(runworkers: St
         (("--metrics-port", "70000"), "--metrics-port must be a TCP port number from 0 to 65535"),
     ],
 )
-def test_a_bad_metrics_port_option_exits_1(runworkers: Start, args: tuple[str, ...], message: str) -> None:
+def test_a_bad_metrics_port_option_exits_1(runworkers: StartRunworkers, args: tuple[str, ...], message: str) -> None:
     process = runworkers(*args, workers={"WORKERS": [f"{W}.Sleeper"]})
     assert process.wait() == 1
     assert message in process.stderr
 
 
-def test_disabled_metrics_bind_nothing_even_with_a_port_in_the_settings(runworkers: Start) -> None:
+def test_disabled_metrics_bind_nothing_even_with_a_port_in_the_settings(runworkers: StartRunworkers) -> None:
     port = free_port()
     workers = {"METRICS": {"ENABLED": False, "PORT": port}, "WORKERS": [f"{W}.Sleeper"]}
     process = runworkers(workers=workers)
@@ -146,7 +137,7 @@ def test_disabled_metrics_bind_nothing_even_with_a_port_in_the_settings(runworke
     assert process.wait() == 0
 
 
-def test_a_metrics_port_option_with_disabled_metrics_is_a_configuration_error(runworkers: Start) -> None:
+def test_a_metrics_port_option_with_disabled_metrics_is_a_configuration_error(runworkers: StartRunworkers) -> None:
     workers = {"METRICS": {"ENABLED": False}, "WORKERS": [f"{W}.Sleeper"]}
     process = runworkers("--metrics-port", "0", workers=workers)
     assert process.wait() == 1
@@ -158,7 +149,7 @@ def test_a_metrics_port_option_with_disabled_metrics_is_a_configuration_error(ru
 
 
 def test_multiprocess_mode_sums_the_processes_and_forgets_the_gauges_of_exited_ones(
-    runworkers: Start, tmp_path: Path
+    runworkers: StartRunworkers, tmp_path: Path
 ) -> None:
     directory = tmp_path / "prometheus"
     directory.mkdir()
@@ -205,7 +196,7 @@ def test_multiprocess_mode_sums_the_processes_and_forgets_the_gauges_of_exited_o
 
 
 @pytest.mark.skipif(importlib.util.find_spec("django_prometheus") is None, reason="django-prometheus is not installed")
-def test_with_django_prometheus_exporting_the_same_registry_nothing_is_bound_twice(runworkers: Start) -> None:
+def test_with_django_prometheus_exporting_the_same_registry_nothing_is_bound_twice(runworkers: StartRunworkers) -> None:
     port = free_port()
     workers = {"METRICS": {"PORT": port}, "WORKERS": [f"{W}.Sleeper"]}
     env = {"EXPOSITION_TEST_DJANGO_PROMETHEUS_PORT": str(port)}

@@ -1,4 +1,4 @@
-"""Settings of the exposition subprocess tests: the runworkers scenario settings, plus django-prometheus.
+"""Settings of the observability subprocess tests: the runworkers scenario settings, plus django-prometheus.
 
 ``EXPOSITION_TEST_DJANGO_PROMETHEUS_PORT`` installs ``django_prometheus`` and sets its export port
 (its ``AppConfig.ready()`` then serves ``prometheus_client.REGISTRY`` on that port).
@@ -6,8 +6,8 @@
 
 import os
 
-from tests.runner.scenario_settings import *  # noqa: F403
-from tests.runner.scenario_settings import INSTALLED_APPS
+from tests.scenarios.settings_runworkers import *  # noqa: F403
+from tests.scenarios.settings_runworkers import INSTALLED_APPS
 
 if os.environ.get("EXPOSITION_TEST_DJANGO_PROMETHEUS_PORT"):
     INSTALLED_APPS = [*INSTALLED_APPS, "django_prometheus"]

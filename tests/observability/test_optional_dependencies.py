@@ -7,23 +7,19 @@ installed).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.exposition.conftest import SETTINGS
-from tests.runner.runworkers_process import MANAGE, ROOT, RunworkersProcess, W
+from tests.observability.conftest import SETTINGS
+from tests.support import MANAGE, ROOT, StartRunworkers, W, runworkers_environment
 
 pytestmark = pytest.mark.slow
-
-Start = Callable[..., RunworkersProcess]
 
 
 def hiding(tmp_path: Path, *modules: str) -> Path:
@@ -37,14 +33,7 @@ def hiding(tmp_path: Path, *modules: str) -> Path:
 
 
 def manage_check(tmp_path: Path, workers: dict[str, Any], *hidden: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(p) for p in (hiding(tmp_path, *hidden), ROOT, ROOT / "testproject")),
-        "DJANGO_SETTINGS_MODULE": SETTINGS,
-        "RUNWORKERS_TEST_WORKERS": json.dumps(workers),
-        "SQLITE_PATH": str(tmp_path / "db.sqlite3"),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = runworkers_environment(tmp_path, settings=SETTINGS, workers=workers, pythonpath=(hiding(tmp_path, *hidden),))
     return subprocess.run(
         [sys.executable, "-W", "error", str(MANAGE), "check", "--tag", "django_workers"],
         env=env,
@@ -96,7 +85,7 @@ def test_metrics_enabled_without_prometheus_client_is_a_warning(tmp_path: Path) 
     assert "W003" not in output
 
 
-def test_runworkers_runs_without_either_package(runworkers: Start, tmp_path: Path) -> None:
+def test_runworkers_runs_without_either_package(runworkers: StartRunworkers, tmp_path: Path) -> None:
     workers = {
         "TRACING": {"PROVIDER": "testproject.telemetry.tracer_provider"},
         "WORKERS": [f"{W}.OneShot", f"{W}.Sleeper"],
@@ -109,7 +98,7 @@ def test_runworkers_runs_without_either_package(runworkers: Start, tmp_path: Pat
     assert "ImportError" not in process.stderr
 
 
-def test_a_metrics_port_without_prometheus_client_exits_1(runworkers: Start, tmp_path: Path) -> None:
+def test_a_metrics_port_without_prometheus_client_exits_1(runworkers: StartRunworkers, tmp_path: Path) -> None:
     process = runworkers(
         "--metrics-port",
         "0",

@@ -1,5 +1,8 @@
 """OpenTelemetry tracing: the per-attempt span, the span annotator, ``ctx_tracer``.
 
+Tracing is observability; its code lives in django_workers/core/tracing.py because the pool opens the spans
+(``django_workers.tracing`` re-exports it).
+
 Every test uses a fresh SDK ``TracerProvider`` exporting to memory; none sets the global provider
 (the fallback on the global provider is tested in a subprocess, where it can be set once).
 """
@@ -13,8 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,8 +36,8 @@ from django_workers.tracing import (
     attempt_span_hook,
     ctx_tracer,
 )
+from tests.support import ROOT, AsyncFnWorker, FnWorker
 
-ROOT = Path(__file__).resolve().parents[2]
 LONG = 60.0  # seconds: a wait that the test always interrupts much earlier
 
 
@@ -90,24 +92,6 @@ def pools() -> Iterator[Pools]:
     yield p
     left = [name for pool in p.pools for name in pool.stop(timeout=5.0)]
     assert not left, f"workers still running at teardown: {left}"
-
-
-class FnWorker(Worker):
-    def __init__(self, name: str, fn: Callable[[WorkerContext], Any]) -> None:
-        self.name = name
-        self.fn = fn
-
-    def run(self, ctx: WorkerContext) -> None:
-        self.fn(ctx)
-
-
-class AsyncFnWorker(Worker):
-    def __init__(self, name: str, fn: Callable[[WorkerContext], Awaitable[Any]]) -> None:
-        self.name = name
-        self.fn = fn
-
-    async def run(self, ctx: WorkerContext) -> None:
-        await self.fn(ctx)
 
 
 def worker(kind: str, name: str, body: Callable[[WorkerContext], Any]) -> Worker:

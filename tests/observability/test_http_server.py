@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import errno
 import gzip
-import json
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,17 +17,8 @@ from django_workers.core import Backoff, Worker, WorkerContext, WorkerPool
 from django_workers.http import BindError, HttpServer
 from django_workers.metrics import WorkerMetrics
 from django_workers.settings.values import parse_port
-from tests.conftest import wait_for
-from tests.exposition.conftest import scrape
-
-
-class FnWorker(Worker):
-    def __init__(self, name: str, fn: Callable[[WorkerContext], Any]) -> None:
-        self.name = name
-        self.fn = fn
-
-    def run(self, ctx: WorkerContext) -> Any:
-        return self.fn(ctx)
+from tests.observability.conftest import scrape
+from tests.support import FnWorker, get_json, get_raw, wait_for
 
 
 def wait_cancelled(ctx: WorkerContext) -> None:
@@ -49,21 +37,6 @@ def heartbeat_until(gate: threading.Event) -> Callable[[WorkerContext], None]:
 
 def fail(ctx: WorkerContext) -> None:
     raise RuntimeError("boom")
-
-
-def get(url: str, **headers: str) -> tuple[int, dict[str, Any]]:
-    status, _, body = get_raw(url, **headers)
-    return status, json.loads(body)
-
-
-def get_raw(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers={name.replace("_", "-"): value for name, value in headers.items()})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers), exc.read()
 
 
 @pytest.fixture
@@ -107,11 +80,11 @@ def test_livez_and_readyz_of_a_healthy_pool(serve: Callable[..., tuple[WorkerPoo
     assert server.url == f"http://127.0.0.1:{server.port}"
     assert server.name == f"HTTP server on http://127.0.0.1:{server.port} (/livez, /readyz)"
     wait_for(lambda: all(e.status == "running" for e in pool.executions().values()))
-    status, body = get(url(server, "/livez"))
+    status, body = get_json(url(server, "/livez"))
     assert status == 200
     assert body["status"] == "alive"
     assert (body["workers"], body["stopping"]) == (2, False)
-    status, body = get(url(server, "/readyz"))
+    status, body = get_json(url(server, "/readyz"))
     assert (status, body) == (
         200,
         {
@@ -125,7 +98,7 @@ def test_livez_and_readyz_of_a_healthy_pool(serve: Callable[..., tuple[WorkerPoo
 
 def test_readyz_is_503_before_the_pool_starts(serve: Callable[..., tuple[WorkerPool, HttpServer]]) -> None:
     _, server = serve(FnWorker("a", wait_cancelled), start_pool=False)
-    status, body = get(url(server, "/readyz"))
+    status, body = get_json(url(server, "/readyz"))
     assert status == 503
     assert body == {
         "status": "unhealthy",
@@ -133,7 +106,7 @@ def test_readyz_is_503_before_the_pool_starts(serve: Callable[..., tuple[WorkerP
         "failing": {"a": "not started"},
         "message": "a: unknown",
     }
-    assert get(url(server, "/livez"))[0] == 200
+    assert get_json(url(server, "/livez"))[0] == 200
 
 
 def test_readyz_is_503_once_a_worker_exhausted_its_attempts(
@@ -141,13 +114,13 @@ def test_readyz_is_503_once_a_worker_exhausted_its_attempts(
 ) -> None:
     pool, server = serve(FnWorker("ok", wait_cancelled), FnWorker("bad", fail), max_executions_attempts=2)
     wait_for(lambda: pool.execution("bad").exhausted)
-    status, body = get(url(server, "/readyz"))
+    status, body = get_json(url(server, "/readyz"))
     assert status == 503
     assert body["status"] == "unhealthy"
     assert body["workers"] == {"ok": "running", "bad": "error"}
     assert body["failing"] == {"bad": "attempts exhausted"}
     assert body["message"] == "ok: running, bad: error"
-    assert get(url(server, "/livez"))[0] == 200  # alive all the same: restarting the pod will not help
+    assert get_json(url(server, "/livez"))[0] == 200  # alive all the same: restarting the pod will not help
 
 
 def test_readyz_is_503_while_a_worker_is_silent(serve: Callable[..., tuple[WorkerPool, HttpServer]]) -> None:
@@ -159,10 +132,10 @@ def test_readyz_is_503_while_a_worker_is_silent(serve: Callable[..., tuple[Worke
     pool.start()
     try:
         wait_for(lambda: pool.execution("quiet").status == "running")
-        assert get(url(server, "/readyz"))[0] == 200
+        assert get_json(url(server, "/readyz"))[0] == 200
         gate.set()
         wait_for(lambda: pool.execution("quiet").silent)
-        status, body = get(url(server, "/readyz"))
+        status, body = get_json(url(server, "/readyz"))
         assert status == 503
         assert body["failing"] == {"quiet": "silent (no heartbeat for 0.2 seconds)"}
         assert body["message"] == "quiet: running (silent)"
@@ -176,10 +149,10 @@ def test_other_paths_are_404_with_a_json_body_naming_the_served_ones(
 ) -> None:
     _, server = serve()
     for path in ("/metrics", "/", "/anything"):
-        status, body = get(url(server, path))
+        status, body = get_json(url(server, path))
         assert status == 404, path
         assert body == {"status": "error", "message": "not found: try /livez, /readyz"}
-    assert get(url(server, "/readyz/?verbose=1"))[0] == 200  # a trailing slash and a query are fine
+    assert get_json(url(server, "/readyz/?verbose=1"))[0] == 200  # a trailing slash and a query are fine
 
 
 def test_a_health_server_needs_the_pool() -> None:
@@ -203,7 +176,7 @@ def test_metrics_are_served_from_a_registry_and_the_server_stops_cleanly() -> No
         assert server.name == f"HTTP server on http://127.0.0.1:{server.port} (/metrics)"
         samples = scrape(url(server, "/metrics"))
         assert ("endpoint_unit_worker_recorder_dropped_events_total", ()) in samples
-        status, body = get(url(server, "/livez"))  # not served here
+        status, body = get_json(url(server, "/livez"))  # not served here
         assert (status, body["message"]) == (404, "not found: try /metrics")
     finally:
         server.stop(5.0)
@@ -240,14 +213,14 @@ def test_one_port_serves_metrics_and_health_together(serve: Callable[..., tuple[
     assert server.paths == ("/metrics", "/livez", "/readyz")
     assert server.name == f"HTTP server on http://127.0.0.1:{server.port} (/metrics, /livez, /readyz)"
     wait_for(lambda: pool.execution("a").status == "running")
-    assert get(url(server, "/readyz")) == (
+    assert get_json(url(server, "/readyz")) == (
         200,
         {"status": "healthy", "workers": {"a": "running"}, "failing": {}, "message": "a: running"},
     )
-    assert get(url(server, "/livez"))[0] == 200
+    assert get_json(url(server, "/livez"))[0] == 200
     samples = scrape(url(server, "/metrics"))
     assert samples[("together_workers_running", (("worker", "a"),))] == 1
-    status, body = get(url(server, "/nothing"))
+    status, body = get_json(url(server, "/nothing"))
     assert (status, body["message"]) == (404, "not found: try /metrics, /livez, /readyz")
 
 
@@ -290,7 +263,7 @@ def test_stop_joins_the_threads_and_closes_the_socket() -> None:
     server.start(WorkerPool())
     port = server.port
     assert [t.name for t in threading.enumerate()].count(f"http-server:{port}") == 1
-    assert get(url(server, "/livez"))[0] == 200
+    assert get_json(url(server, "/livez"))[0] == 200
     server.stop(5.0)
     assert not [t.name for t in threading.enumerate() if t.name.startswith(f"http-server:{port}")]
     with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
@@ -301,7 +274,7 @@ def test_a_silent_client_does_not_block_other_requests(serve: Callable[..., tupl
     _, server = serve()
     with socket.create_connection(("127.0.0.1", server.port)):  # connects, sends nothing
         began = time.monotonic()
-        assert get(url(server, "/livez"))[0] == 200
+        assert get_json(url(server, "/livez"))[0] == 200
         assert time.monotonic() - began < 2  # answered at once, by a thread of its own
 
 
@@ -330,7 +303,7 @@ def test_ipv6_addresses_are_served_when_the_host_has_ipv6() -> None:
         pytest.skip(f"cannot bind ::1 here: {exc}")
     try:
         assert server.name.startswith("HTTP server on http://[::1]:")
-        assert get(f"http://[::1]:{server.port}/livez")[0] == 200
+        assert get_json(f"http://[::1]:{server.port}/livez")[0] == 200
     finally:
         server.stop(5.0)
 

@@ -1,4 +1,4 @@
-"""Workers and tracer-provider factories of the in-process exposition tests (dotted paths for settings)."""
+"""Workers and tracer-provider factories of the in-process observability tests (dotted paths for settings)."""
 
 from __future__ import annotations
 

@@ -25,10 +25,10 @@ from django_workers.observability.exposition import MultiprocessCleanup, process
 from django_workers.runtime import build_pool, build_services
 from django_workers.settings import MetricsSettings, TracingSettings, load_settings
 from django_workers.tracing import ATTR_WORKER, ATTR_WORKER_EXECUTION_ID, AttemptSpanHook, WorkerSpanProcessor
-from tests.exposition import exposition_workers
-from tests.exposition.conftest import series, worker_series
+from tests.observability.conftest import series, worker_series
+from tests.scenarios import workers_observability
 
-P = "tests.exposition.exposition_workers"
+P = "tests.scenarios.workers_observability"
 PROVIDER = f"{P}.memory_provider"
 
 
@@ -49,9 +49,9 @@ def ids(value: dict[str, Any]) -> list[str]:
 def fresh_providers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts without cached providers, and with no exported span."""
     monkeypatch.setattr(runtime, "_tracer_providers", {})
-    exposition_workers.EXPORTER.clear()
+    workers_observability.EXPORTER.clear()
     yield
-    exposition_workers.EXPORTER.clear()
+    workers_observability.EXPORTER.clear()
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_tracing_with_a_provider_factory_makes_one_span_per_attempt() -> None:
     assert pool.tracer_provider is runtime.tracer_provider(PROVIDER)
     with pool:
         assert pool.wait(10)
-    spans = exposition_workers.EXPORTER.get_finished_spans()
+    spans = workers_observability.EXPORTER.get_finished_spans()
     attempts = [span for span in spans if span.name.startswith("worker ")]
     assert sorted(span.name for span in attempts) == ["worker failing", "worker failing", "worker succeeding"]
     executions = {execution.name: execution for execution in pool.executions().values()}
@@ -287,10 +287,10 @@ def test_tracing_with_a_provider_factory_makes_one_span_per_attempt() -> None:
 
 
 def test_the_factory_is_called_once_per_process() -> None:
-    before = exposition_workers.CALLS["memory_provider"]
+    before = workers_observability.CALLS["memory_provider"]
     with override_settings(WORKERS=workers(TRACING={"PROVIDER": PROVIDER})):
         first, second = build_pool(), build_pool()
-    assert exposition_workers.CALLS["memory_provider"] == before + 1
+    assert workers_observability.CALLS["memory_provider"] == before + 1
     assert first.tracer_provider is second.tracer_provider
     # Annotated once (by the pool), however many pools use it.
     processors = first.tracer_provider._active_span_processor._span_processors  # type: ignore[union-attr]
@@ -306,12 +306,12 @@ def test_tracing_without_a_provider_uses_the_global_one_and_sets_nothing() -> No
 
 
 def test_disabled_tracing_has_no_span_hook_and_calls_no_factory() -> None:
-    before = exposition_workers.CALLS["memory_provider"]
+    before = workers_observability.CALLS["memory_provider"]
     with override_settings(WORKERS=workers(TRACING={"ENABLED": False, "PROVIDER": PROVIDER})):
         pool = build_pool()
     assert pool.tracer_provider is None
     assert not any(isinstance(hook, AttemptSpanHook) for hook in pool.attempt_hooks)
-    assert exposition_workers.CALLS["memory_provider"] == before
+    assert workers_observability.CALLS["memory_provider"] == before
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Settings of the runworkers subprocess tests: the test project's, with WORKERS from the environment.
 
-tests/runner/conftest.py sets the variables: ``RUNWORKERS_TEST_WORKERS`` (the WORKERS setting as
+The other ``settings_<name>`` scenarios of runworkers subprocesses build on it. tests/support.py
+(``runworkers_environment``) and the tests set the variables: ``RUNWORKERS_TEST_WORKERS`` (the WORKERS setting as
 JSON), ``RUNWORKERS_TEST_APPLICATION_NAME`` (PostgreSQL ``application_name`` of the process's
 connections, to count them in ``pg_stat_activity``) and ``RUNWORKERS_TEST_LOGGING`` (a LOGGING that
 configures the ``django_workers`` logger itself).

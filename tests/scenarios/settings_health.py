@@ -1,15 +1,15 @@
 """Settings of the runworkers and checkworkers subprocesses of the health tests.
 
-The scenario settings of tests/runner (WORKERS from ``RUNWORKERS_TEST_WORKERS``), on the test's
-own database: ``HEALTH_TEST_DB_NAME`` is the NAME of the database pytest-django created (a SQLite
-file, or ``test_…`` on PostgreSQL), so that what the subprocess writes is what the test reads.
+The runworkers scenario settings (settings_runworkers: WORKERS from ``RUNWORKERS_TEST_WORKERS``), on
+the test's own database: ``HEALTH_TEST_DB_NAME`` is the NAME of the database pytest-django created (a
+SQLite file, or ``test_…`` on PostgreSQL), so that what the subprocess writes is what the test reads.
 A database alias ``unreachable`` is one that no connection can open.
 """
 
 import os
 
-from tests.runner.scenario_settings import *  # noqa: F403
-from tests.runner.scenario_settings import DATABASES
+from tests.scenarios.settings_runworkers import *  # noqa: F403
+from tests.scenarios.settings_runworkers import DATABASES
 
 if os.environ.get("HEALTH_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["HEALTH_TEST_DB_NAME"]

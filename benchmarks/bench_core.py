@@ -129,7 +129,7 @@ class Params:
 
 FULL = Params(
     attempts=20_000,
-    attempt_rounds=11,
+    attempt_rounds=21,
     sync_workers=1_000,
     sync_rounds=11,
     async_workers=10_000,

@@ -82,6 +82,7 @@ class ThreadDriver:
     def _run(self, first: WorkerContext | None) -> None:
         supervisor = self.supervisor
         cancel = supervisor.runtime.cancel
+        base, attempt = self.base, self._attempt
         try:
             ctx = first
             if ctx is None:
@@ -90,7 +91,7 @@ class ThreadDriver:
                     return  # stopped while deferred: never starts
                 ctx = supervisor.begin_attempt()
             while ctx is not None:
-                delay = supervisor.end_attempt(self.base.copy().run(self._attempt, ctx))
+                delay = supervisor.end_attempt(base.copy().run(attempt, ctx))
                 if delay is None or (delay > 0 and cancel.wait(delay)):
                     return
                 ctx = supervisor.begin_attempt()
@@ -101,13 +102,14 @@ class ThreadDriver:
 
     def _attempt(self, ctx: WorkerContext) -> BaseException | None:
         worker_context.set(ctx)
-        hooks = self.supervisor.runtime.attempt_hooks
+        supervisor = self.supervisor
+        hooks = supervisor.runtime.attempt_hooks
         try:
             if hooks:
                 with _enter_hooks(hooks, ctx):
-                    self.supervisor.worker.run(ctx)
+                    supervisor.worker.run(ctx)
             else:
-                self.supervisor.worker.run(ctx)
+                supervisor.worker.run(ctx)
         except BaseException as exc:  # a worker never takes the process down
             return exc
         return None

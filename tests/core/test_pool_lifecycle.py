@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import uuid
 
@@ -488,6 +489,27 @@ def test_execution_ids_are_distinct_canonical_version_4_uuids(harness, count: in
     for text in distinct:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+def test_a_forked_child_never_reuses_the_ids_its_parent_made_in_advance() -> None:
+    from django_workers.core import supervisor
+
+    supervisor._new_execution_id()  # the parent now holds ids made in advance
+    spare = set(supervisor._spare_ids)
+    assert spare
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one new id and leave at once
+        try:
+            os.write(write, supervisor._new_execution_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 100).decode()
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert uuid.UUID(child_id).version == 4
+    assert child_id not in spare
 
 
 def test_ids_differ_between_workers_and_pools(harness) -> None:

@@ -42,11 +42,15 @@ enabled while measuring, since collections set off by a side's own allocations a
    Baseline, built to match how the pool works: the timed start creates a new event loop and
    starts a thread that runs it (``pool.start()`` creates its loop and thread the same way). It
    waits until the loop is running, then makes one ``call_soon_threadsafe`` call that creates
-   all 10,000 tasks ``latch.count_down(); await ev.wait()`` on the loop thread (the pool also
-   creates its tasks in one threadsafe callback), and waits on the latch from the calling
-   thread. The timed stop, also from the calling thread: ``run_coroutine_threadsafe`` a
-   coroutine that sets the ``asyncio.Event`` and gathers every task; then stop the loop, join
-   its thread and close the loop (``pool.stop()`` also stops, joins and closes its loop).
+   all 10,000 raw tasks on the loop thread (the pool also creates its tasks in one threadsafe
+   callback), and waits on the latch from the calling thread. The raw tasks idle as the workers
+   they are compared with: ``latch.count_down(); await ev.wait()`` against the workers in
+   ``until_cancelled()``, ``latch.count_down(); while True: await asyncio.sleep(60)`` against
+   the README loop (so that the ratio is the pool's cost, not the cost of asyncio's timers).
+   The timed stop, also from the calling thread: ``run_coroutine_threadsafe`` a coroutine that
+   sets the ``asyncio.Event`` (or cancels every task, as the pool cancels a worker in the
+   README loop) and gathers every task; then stop the loop, join its thread and close the loop
+   (``pool.stop()`` also stops, joins and closes its loop).
    Targets, for both ways of idling: start at most 4x, stop at most 3x (CPython 3.11's
    collector thresholds make a tighter start target a measure of the garbage collector; see
    docs/benchmarks.md). One more row, for information: the floor, the start of the baseline's
@@ -480,12 +484,20 @@ async def floor_sleeper(ctx: WorkerContext, latch: Latch, stop: asyncio.Event) -
     await stop.wait()
 
 
-def async_raw(n: int, floor: bool = False) -> tuple[float, float]:
+async def raw_loop_sleeper(latch: Latch) -> None:
+    latch.count_down()
+    while True:
+        await asyncio.sleep(60)
+
+
+def async_raw(n: int, floor: bool = False, idle: str = "until_cancelled") -> tuple[float, float]:
     """Start and stop times of ``n`` raw tasks (the baseline of benchmark 3).
 
-    With ``floor``, each task also carries what any worker must have and nothing more: a
-    ``WorkerContext``, set in a context variable of a copy of the caller's context (as the pool
-    does it), with no supervision (no record, no state, no event).
+    The tasks idle as the workers they are compared with: awaiting an Event that the stop sets
+    (for ``until_cancelled``), or in a loop of ``asyncio.sleep(60)`` that the stop cancels (for
+    the README loop). With ``floor``, each task also carries what any worker must have and
+    nothing more: a ``WorkerContext``, set in a context variable of a copy of the caller's
+    context (as the pool does it), with no supervision (no record, no state, no event).
     """
     latch = Latch(n)
     began = time.perf_counter()
@@ -509,6 +521,9 @@ def async_raw(n: int, floor: bool = False) -> tuple[float, float]:
     base, cancel = contextvars.copy_context(), threading.Event()
 
     def create_tasks() -> None:  # one threadsafe callback creates every task, as the pool does
+        if idle != "until_cancelled":
+            tasks.extend(loop.create_task(raw_loop_sleeper(latch)) for _ in range(n))
+            return
         if not floor:
             tasks.extend(loop.create_task(raw_async_sleeper(latch, stop)) for _ in range(n))
             return
@@ -523,8 +538,11 @@ def async_raw(n: int, floor: bool = False) -> tuple[float, float]:
     started = time.perf_counter()
 
     async def finish() -> None:
+        if idle != "until_cancelled":  # what the pool does to a worker in the README loop
+            for task in tasks:
+                task.cancel()
         stop.set()
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run_coroutine_threadsafe(finish(), loop).result(DEADLINE)
     loop.call_soon_threadsafe(loop.stop)
@@ -540,7 +558,9 @@ def bench_async(p: Params) -> list[Row]:
     rows = []
     for idle in ASYNC_IDLE:
         print(f"  idle in {idle}:")
-        ours, base = interleaved(p.async_rounds, lambda idle=idle: async_ours(n, idle), lambda: async_raw(n))
+        ours, base = interleaved(
+            p.async_rounds, lambda idle=idle: async_ours(n, idle), lambda idle=idle: async_raw(n, idle=idle)
+        )
         rows += report_start_stop(3, f"{n:,} async, {idle}", ours, base, 4.0, 3.0)
     rounds = max(1, p.async_rounds // 2)
     print(f"  for information, the floor: start of {n:,} raw tasks that each carry a WorkerContext, {rounds} rounds:")

@@ -32,23 +32,22 @@ class StopFuture(asyncio.Future[bool]):
 
     Only a task that awaits the future itself (``await ctx.until_cancelled()``) is recorded: one
     that hands it to ``asyncio.wait()`` or ``gather()`` awaits something else, and is cancelled
-    by the stop like any other.
+    by the stop like any other. While the future is pending, the task recorded is still
+    suspended on it: a task stops awaiting a pending future only by being cancelled, which
+    cancels the future too.
     """
 
-    def __init__(self, signal: StopSignal) -> None:
-        super().__init__(loop=signal.loop)
-        self._signal = signal
+    __slots__ = ("awaited_by",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        #: The task suspended in ``await`` on this future, if any.
+        self.awaited_by: asyncio.Task[Any] | None = None
 
     def __await__(self) -> Generator[Any, None, bool]:
-        if self.done():
-            return self.result()
-        awaiting = self._signal.awaiting
-        task = asyncio.current_task(self._signal.loop)
-        awaiting.add(task)
-        try:
-            return (yield from super().__await__())
-        finally:
-            awaiting.discard(task)
+        if not self.done():
+            self.awaited_by = asyncio.current_task(self.get_loop())
+        return super().__await__()
 
     __iter__ = __await__
 
@@ -61,7 +60,7 @@ class StopSignal:
     loop callback).
     """
 
-    __slots__ = ("_cancel", "_sweep_at", "_waiters", "awaiting", "is_set", "loop", "thread_id")
+    __slots__ = ("_cancel", "_sweep_at", "_waiters", "is_set", "loop", "thread_id")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cancel: threading.Event) -> None:
         self.loop = loop
@@ -73,8 +72,6 @@ class StopSignal:
         #: The pending futures, in the order they were made (a dict used as an ordered set).
         self._waiters: dict[StopFuture, None] = {}
         self._sweep_at = _SWEEP_AT
-        #: The tasks suspended in ``await`` on one of the futures, right now.
-        self.awaiting: set[asyncio.Task[Any] | None] = set()
 
     def set(self) -> frozenset[asyncio.Task[Any]]:
         """Complete every pending future with True, now and for good (later ones are born done).
@@ -83,8 +80,8 @@ class StopSignal:
         the stop by themselves, and need no cancellation.
         """
         self.is_set = True
-        woken = frozenset(task for task in self.awaiting if task is not None)
         waiters, self._waiters = self._waiters, {}
+        woken = frozenset(w.awaited_by for w in waiters if w.awaited_by is not None and not w.done())
         for waiter in waiters:
             if not waiter.done():  # a cancelled one, or one its timer completed
                 waiter.set_result(True)
@@ -92,7 +89,7 @@ class StopSignal:
 
     def future(self) -> StopFuture:
         """A future that :meth:`set` completes with True (done already if it was set)."""
-        waiter = StopFuture(self)
+        waiter = StopFuture(self.loop)
         if self.is_set:
             waiter.set_result(True)
             return waiter

@@ -92,6 +92,15 @@ def _new_execution_id() -> str:
         return batch[0]
 
 
+def _event(execution_id: str, message: str, timestamp: datetime) -> WorkerExecutionEvent:
+    """A record of the report, built in C (the attempt path's records).
+
+    The named tuple's generated ``__new__`` is a Python call: benchmark 1 of bench_core.py
+    misses its target with it.
+    """
+    return tuple.__new__(WorkerExecutionEvent, (execution_id, message, timestamp))
+
+
 class Driver(Protocol):
     """What runs a worker's attempts (:mod:`django_workers.core.drivers`), as the supervisor sees it."""
 
@@ -259,9 +268,7 @@ class Supervisor:
         # The beat first: the watchdog, once it sees the attempt running, must not read the
         # previous attempt's last beat (a long backoff would look like silence).
         self._began = self.last_beat = monotonic()
-        record = WorkerExecutionEvent(
-            execution_id, f"starting execution attempt {attempt}/{self._of}", datetime.now(UTC)
-        )
+        record = _event(execution_id, f"starting execution attempt {attempt}/{self._of}", datetime.now(UTC))
         with runtime.state_lock:
             self._execution_id = execution_id
             self._attempt = attempt
@@ -308,21 +315,18 @@ class Supervisor:
         panic = not isinstance(error, Exception)
         failure = Failure(error, panic)
         outcome = "recovered panic" if panic else "error"
-        record = WorkerExecutionEvent(
-            execution_id,
-            f"stopping execution attempt {attempt}/{self._of} with {outcome}: {failure.message}",
-            datetime.now(UTC),
-        )
+        message = f"stopping execution attempt {attempt}/{self._of} with {outcome}: {failure.message}"
+        record = _event(execution_id, message, datetime.now(UTC))
         # What follows the failure is decided at once and recorded with it, in one locked update.
         stopping = runtime.cancel.is_set()
         exhausted = not stopping and maximum != 0 and attempt >= maximum
         follow_up: WorkerExecutionEvent | None = None
         if exhausted:
-            follow_up = WorkerExecutionEvent(execution_id, "max execution attempts reached", record.timestamp)
+            follow_up = _event(execution_id, "max execution attempts reached", record.timestamp)
         elif not stopping:
             self._restarts += 1
             message = "restarting after panic recovery" if panic else "restarting after error"
-            follow_up = WorkerExecutionEvent(execution_id, message, record.timestamp)
+            follow_up = _event(execution_id, message, record.timestamp)
         with runtime.state_lock:
             self._status = ERROR
             self._failure = failure

@@ -30,6 +30,7 @@ __all__ = [
     "error",
     "got",
     "is_number",
+    "parse_number",
     "parse_port",
     "port",
     "seconds",
@@ -178,6 +179,21 @@ def parse_port(value: object, source: str) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"{source} must be a TCP port number from 0 to 65535 (0: any free port), got {value!r}")
     return port
+
+
+def parse_number(value: str, source: str, *, unit: str = "seconds", positive: bool = False) -> float:
+    """A finite number from text (a command-line option): ``>= 0``, or ``> 0`` when ``positive``.
+
+    ``ValueError`` naming ``source`` (``"--stop-timeout"``, say) and ``unit`` for anything else.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{source} must be a number of {unit} {bound}, got {value!r}")
+    return number
 
 
 def port(keys: tuple[object, ...], value: object) -> tuple[int | None, Messages]:

@@ -16,13 +16,13 @@ The reports and the rule they apply live in :mod:`django_workers.health`.
 
 from __future__ import annotations
 
-import math
 import socket
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...health.reports import HealthReport, HealthState, describe, url_report, workers_report
+from ...settings.values import parse_number
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -37,12 +37,9 @@ _EXIT_CODES = {
 
 def _seconds(option: str, value: str) -> float:
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if math.isnan(seconds) or math.isinf(seconds) or seconds <= 0:
-        raise CommandError(f"{option} must be a number of seconds > 0, got {value!r}", returncode=EXIT_UNKNOWN)
-    return seconds
+        return parse_number(value, option, positive=True)
+    except ValueError as exc:
+        raise CommandError(str(exc), returncode=EXIT_UNKNOWN) from exc
 
 
 class Command(BaseCommand):

@@ -7,7 +7,6 @@ this command does the same on demand, from cron or by hand, in transactions of a
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 from typing import Any
 
@@ -18,16 +17,14 @@ from django.utils import timezone
 
 from ...history import DEFAULT_PRUNE_BATCH_SIZE, PruneCounts, count_prunable, prune_step
 from ...settings import load_settings
+from ...settings.values import parse_number
 
 
 def _days(value: str) -> float:
     try:
-        days = float(value)
-    except ValueError:
-        days = math.nan
-    if math.isnan(days) or math.isinf(days) or days < 0:
-        raise CommandError(f"--older-than must be a number of days >= 0, got {value!r}")
-    return days
+        return parse_number(value, "--older-than", unit="days")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _describe(counts: PruneCounts) -> str:

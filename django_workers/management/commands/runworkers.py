@@ -6,25 +6,21 @@ The command parses its options into plain values (:class:`~django_workers.runner
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import runner
-from ...settings.values import parse_port
+from ...settings.values import parse_number, parse_port
 
 
 def _stop_timeout(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise CommandError(f"--stop-timeout must be a number of seconds >= 0, got {value!r}")
-    return seconds
+        return parse_number(value, "--stop-timeout")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _port(value: str | None, option: str) -> int | None:

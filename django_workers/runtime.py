@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # types only: prometheus-client is optional
     from .observability.metrics import WorkerMetrics
 
 __all__ = [
+    "MetricsUnavailableError",
     "ProcessService",
     "build_pool",
     "build_services",
@@ -101,7 +102,7 @@ def pool_metrics(metrics_settings: MetricsSettings) -> Any:
     Otherwise this process's one ``WorkerMetrics`` for the namespace and subsystem, registered
     into ``prometheus_client.REGISTRY`` when first built and shared by every pool built later.
     """
-    if not metrics_settings.enabled or not importable("prometheus_client"):
+    if metrics_unavailable(metrics_settings) is not None:
         return None
     from .observability.exposition import process_metrics  # noqa: PLC0415 - optional dependency: prometheus-client
 
@@ -211,6 +212,15 @@ def build_pool(
 # -- the services -----------------------------------------------------------------------------------
 
 
+class MetricsUnavailableError(ValueError):
+    """A metrics port or address was given, but this process has no metrics to serve."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"a metrics endpoint was asked for, but {reason}")
+        #: Why there are no metrics (metrics disabled, prometheus-client missing).
+        self.reason = reason
+
+
 def metrics_unavailable(metrics_settings: MetricsSettings) -> str | None:
     """Why this process has no metrics to serve, or ``None`` when it has."""
     if not metrics_settings.enabled:
@@ -233,7 +243,8 @@ def build_services(
     ``metrics_port``/``metrics_address`` override ``METRICS["PORT"]``/``["ADDRESS"]``,
     ``health_port`` overrides ``HEALTH["PORT"]``. No port, no endpoint. The metrics and the health
     endpoints given the same port are one server serving both. ``ValueError`` when the overrides
-    ask for what cannot be (a metrics port without metrics, one port on two addresses).
+    ask for what cannot be: one port on two addresses, or a metrics port without metrics
+    (:class:`MetricsUnavailableError`).
     """
     services: list[ProcessService] = []
     services.extend(_history_services(workers_settings.history, pool))  # first: stopped last, it flushes
@@ -264,9 +275,8 @@ def _metrics_endpoint(
     """The port and address of the metrics endpoint (port None: no endpoint)."""
     asked = port_override is not None or address_override is not None
     if pool.metrics is None:
-        reason = metrics_unavailable(metrics) or "the pool counts into no metrics"
         if asked:
-            raise ValueError(f"a metrics endpoint was asked for, but {reason}")
+            raise MetricsUnavailableError(metrics_unavailable(metrics) or "the pool counts into no metrics")
         return None, ""
     port = metrics.port if port_override is None else port_override
     address = metrics.address if address_override is None else address_override

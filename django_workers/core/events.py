@@ -270,10 +270,6 @@ class EventRouter:
             for event_type in event_types:
                 self._routes[event_type] += (listener,)
 
-    def wants(self, event_type: type[LifecycleEvent]) -> bool:
-        """True when some listener handles events of this class."""
-        return bool(self._routes[event_type])
-
     def emit(self, event_type: type[LifecycleEvent], *fields: Any) -> None:
         """Build ``event_type(*fields)`` and deliver it, unless nobody listens to that class."""
         listeners = self._routes[event_type]

@@ -31,7 +31,14 @@ from ..core.context import LOGGER_NAME
 from ..core.events import LifecycleEvent, WorkerFinished
 from ..core.execution import WorkerStatus
 from ..core.pool import WorkerPool
-from ..runtime import ProcessService, build_pool, build_services, metrics_unavailable, start_services, stop_services
+from ..runtime import (
+    MetricsUnavailableError,
+    ProcessService,
+    build_pool,
+    build_services,
+    start_services,
+    stop_services,
+)
 from ..settings import WorkersSettings, load_settings
 from . import describe
 from .signals import Wakeup
@@ -115,10 +122,6 @@ def _require_workers(workers_settings: WorkersSettings, pool: WorkerPool) -> Non
 
 def _services(workers_settings: WorkersSettings, pool: WorkerPool, options: RunOptions) -> list[ProcessService]:
     """The services of this process; the messages name the options (runtime.py does not know them)."""
-    if options.metrics_port is not None or options.metrics_address is not None:
-        reason = metrics_unavailable(workers_settings.metrics)
-        if reason is not None:
-            raise CommandError(f"--metrics-port/--metrics-address cannot be used: {reason}")
     try:
         return build_services(
             workers_settings,
@@ -127,6 +130,8 @@ def _services(workers_settings: WorkersSettings, pool: WorkerPool, options: RunO
             metrics_address=options.metrics_address,
             health_port=options.health_port,
         )
+    except MetricsUnavailableError as exc:
+        raise CommandError(f"--metrics-port/--metrics-address cannot be used: {exc.reason}") from exc
     except (ImproperlyConfigured, ValueError) as exc:
         raise CommandError(str(exc)) from exc
 

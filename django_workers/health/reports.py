@@ -41,7 +41,7 @@ from ..core.execution import WorkerStatus
 from ..core.pool import WorkerPool
 from ..models import Execution, Node
 from ..settings import history_settings
-from .rule import probe_item, problem, recorded_problem
+from .rule import judge, probe_message, recorded_problem
 
 __all__ = [
     "HealthReport",
@@ -119,11 +119,9 @@ def _attempts(attempt: int, maximum: int) -> str:
 
 def pool_report(pool: WorkerPool) -> HealthReport:
     """The health of a pool running in this process: :class:`WorkerProbe`'s verdict and message."""
-    stopping = pool.stopping  # read first, as WorkerProbe does
-    executions = pool.executions()
+    verdicts = judge(pool)
     items = []
-    for name, execution in executions.items():
-        why = problem(execution, stopping)
+    for name, execution, why in verdicts:
         attempt = (
             _attempts(execution.current_execution_attempt, execution.max_executions_attempts)
             if execution.current_execution_attempt
@@ -131,8 +129,7 @@ def pool_report(pool: WorkerPool) -> HealthReport:
         )
         items.append(WorkerHealth(name, execution.status.value, not why, attempt=attempt, problem=why))
     state = HealthState.HEALTHY if all(item.healthy for item in items) else HealthState.UNHEALTHY
-    message = ", ".join(probe_item(name, execution) for name, execution in executions.items())
-    return HealthReport(state, message, tuple(items), source="pool")
+    return HealthReport(state, probe_message(verdicts), tuple(items), source="pool")
 
 
 def in_process_pool() -> WorkerPool | None:

@@ -29,7 +29,9 @@ __all__ = [
     "STOPPED_IN_ERROR",
     "ProbeResult",
     "WorkerProbe",
+    "judge",
     "probe_item",
+    "probe_message",
     "problem",
     "recorded_problem",
 ]
@@ -71,6 +73,17 @@ def recorded_problem(status: str, attempt: int, max_attempts: int) -> str:
     return ""
 
 
+def judge(pool: WorkerPool) -> list[tuple[str, WorkerExecution, str]]:
+    """Every worker of ``pool``: its name, its snapshot and its :func:`problem` ("" = healthy)."""
+    stopping = pool.stopping  # read first: a later stop only makes the next probe stricter
+    return [(name, execution, problem(execution, stopping)) for name, execution in pool.executions().items()]
+
+
+def probe_message(verdicts: list[tuple[str, WorkerExecution, str]]) -> str:
+    """The probe's message: ``name: status`` items of :func:`judge`'s verdicts, joined by ``, ``."""
+    return ", ".join(probe_item(name, execution) for name, execution, _ in verdicts)
+
+
 def probe_item(name: str, execution: WorkerExecution) -> str:
     """One item of a probe message: ``name: status``, with `` (silent)`` for a silent worker."""
     item = f"{name}: {execution.status.value}"
@@ -97,10 +110,8 @@ class WorkerProbe:
 
     def check(self) -> ProbeResult:
         """Probe the pool now."""
-        stopping = self.pool.stopping  # read first: a later stop only makes the next probe stricter
-        executions = self.pool.executions()
-        success = not any(problem(execution, stopping) for execution in executions.values())
-        return ProbeResult(success, ", ".join(probe_item(name, execution) for name, execution in executions.items()))
+        verdicts = judge(self.pool)
+        return ProbeResult(not any(why for _, _, why in verdicts), probe_message(verdicts))
 
     def __repr__(self) -> str:
         return f"<WorkerProbe {self.pool!r}>"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, runworkers_environment
 
 pytestmark = pytest.mark.slow
 
@@ -59,14 +58,11 @@ def spans_of(output: str) -> list[dict[str, Any]]:
 
 
 def run(tmp_path: Path, exporter: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(path) for path in (ROOT, ROOT / "testproject")),
-        "DJANGO_SETTINGS_MODULE": "testproject.settings",
-        "SQLITE_PATH": str(tmp_path / "db.sqlite3"),
-        "OTEL_TRACES_EXPORTER": exporter,
-        "OTEL_SERVICE_NAME": "telemetry-test",
-    }
+    env = runworkers_environment(
+        tmp_path,
+        settings="testproject.settings",
+        env={"OTEL_TRACES_EXPORTER": exporter, "OTEL_SERVICE_NAME": "telemetry-test"},
+    )
     return subprocess.run(
         [sys.executable, "-W", "error", "-c", SCRIPT],
         env=env,

@@ -14,6 +14,7 @@ are documented in ``docs/settings.md``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +106,7 @@ def history_settings() -> HistorySettings:
     that must answer whatever else is wrong with the setting. The system checks report errors.
     """
     raw: Any = getattr(settings, SETTING, None)
-    section = raw.get("HISTORY", MISSING) if isinstance(raw, dict) else MISSING
+    section = raw.get("HISTORY", MISSING) if isinstance(raw, Mapping) else MISSING
     if section is MISSING:
         return HistorySettings()
     parsed, _ = parse_history(section, getattr(settings, "DATABASES", {}))

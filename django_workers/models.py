@@ -16,7 +16,11 @@ __all__ = ["Execution", "ExecutionEvent", "ExecutionStatus", "Node"]
 
 
 class ExecutionStatus(models.TextChoices):
-    """The statuses of :class:`django_workers.WorkerStatus`, as stored."""
+    """The statuses of :class:`django_workers.WorkerStatus`, as stored.
+
+    A stored attempt is ``unknown`` when how it ended was among the events the recorder dropped
+    (docs/history.md): its end is not known, never guessed.
+    """
 
     UNKNOWN = "unknown", _("unknown")
     DEFERRED = "deferred", _("deferred")
@@ -40,7 +44,10 @@ class Node(models.Model):
     dropped_events = models.PositiveBigIntegerField(
         _("dropped events"),
         default=0,
-        help_text=_("Events the recorder could not keep while the database was unreachable."),
+        help_text=_(
+            "Events the recorder dropped: its buffer was full (writes failing, or slower than the events came) "
+            "or the database rejected them."
+        ),
     )
 
     class Meta:
@@ -99,7 +106,7 @@ class ExecutionEvent(models.Model):
     """One line of an execution report (the same messages as the in-memory report).
 
     ``execution`` is empty for node-level events (the marker the recorder writes after dropping
-    events during an outage).
+    events: how many and why).
     """
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="events", verbose_name=_("node"))

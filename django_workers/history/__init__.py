@@ -1,8 +1,10 @@
 """The execution history: a pool listener that stores every execution attempt and its events.
 
-:class:`HistoryRecorder` is a process service (:mod:`django_workers.services`): ``runworkers``
+:class:`HistoryRecorder` is a process service (:class:`django_workers.runtime.ProcessService`): ``runworkers``
 starts it before the pool when ``WORKERS["HISTORY"]["ENABLED"]`` is true and stops it after the
-pool, within what is left of the stop timeout. What it stores is described in ``docs/history.md``.
+pool, within the part of the stop timeout it reserves (:meth:`HistoryRecorder.stop_reserve`), so
+that even workers that do not stop in time leave a closed history. What it stores is described
+in ``docs/history.md``.
 
 Two halves, one queue between them (:mod:`~django_workers.history.buffer`):
 
@@ -20,7 +22,9 @@ Two halves, one queue between them (:mod:`~django_workers.history.buffer`):
 When the database is down or slow the writer retries with backoff and the deque keeps the newest
 ``buffer_size`` events; when it overflows the oldest are dropped, counted (``Node.dropped_events``,
 the ``worker_recorder_dropped_events_total`` metric), logged, and a node-level marker event says
-how many once the database is back. When the workers keep the CPU busy the writer paces itself
+how many and why (the rate events arrived at, what held the writer back) once it can be written.
+Dropped data is never replaced by a guess: an attempt whose end may have been dropped is stored
+as ``unknown``. When the workers keep the CPU busy the writer paces itself
 (it sleeps several times the CPU time a batch took), so that history never slows them much.
 
 The modules: ``recorder`` (the wiring), ``buffer`` (the queue), ``writer`` (the thread),

@@ -3,6 +3,10 @@
 An attempt's row is written whole on every change (an upsert), so the writer keeps the latest
 state of the latest attempt of each worker. A batch is applied to copies; the copies replace
 the known state only once the batch is committed.
+
+Events the buffer dropped leave attempts whose end was never seen. Their outcome is not guessed:
+an attempt still open when the next attempt of its worker shows up, or at the stop when events
+were dropped after its latest one, is stored as ``unknown`` with the event :data:`END_UNKNOWN`.
 """
 
 from __future__ import annotations
@@ -25,9 +29,15 @@ from ..core.events import (
 )
 from ..core.execution import Failure, WorkerStatus
 from ..core.logs import EVENT_LEVELS
+from ..models import ExecutionStatus
 from .sql import EventRow, escape_nul
 
-__all__ = ["Attempt", "AttemptLog", "TracebackCache"]
+__all__ = ["END_UNKNOWN", "OPEN", "Attempt", "AttemptLog", "TracebackCache"]
+
+#: The statuses of an attempt that may still change (with no finish time: open).
+OPEN: Final = (ExecutionStatus.RUNNING.value, ExecutionStatus.DEFERRED.value)
+#: The event of an attempt stored as ``unknown``: its end may have been among the dropped events.
+END_UNKNOWN: Final = "the end of this attempt is unknown: the history dropped its last events"
 
 #: A reported event's level as stored: the level the logging listener logs it at (INFO, WARNING, ERROR).
 STORED_LEVELS: Final = {
@@ -50,6 +60,14 @@ class Attempt:
     duration: float | None = None
     error: str = ""
     traceback: str = ""
+    #: Not stored: the buffer's drop count when the writer took this attempt's latest event. A
+    #: larger count later means events were dropped since, maybe its end.
+    drops_seen: int = 0
+
+    @property
+    def open(self) -> bool:
+        """Whether the row says the attempt may still change (running or deferred, not finished)."""
+        return self.status in OPEN and self.finished_at is None
 
     def as_row(self, node_id: uuid.UUID) -> tuple[Any, ...]:
         """The row's values, in :data:`~django_workers.history.sql.EXECUTION_COLUMNS` order."""
@@ -78,16 +96,20 @@ class AttemptLog:
         self._latest: dict[str, str] = {}  # worker name -> id of its latest attempt
         self._tracebacks = TracebackCache()
 
-    def apply(self, events: Iterable[LifecycleEvent]) -> tuple[dict[str, Attempt], list[EventRow]]:
+    def apply(self, events: Iterable[LifecycleEvent], drops: int = 0) -> tuple[dict[str, Attempt], list[EventRow]]:
         """The new state of the attempts these events touch (copies: nothing changes until committed).
 
         Also the events' rows. Pool events are not stored: the node row says what the process runs.
+        ``drops`` is the buffer's drop count when the batch was taken. An attempt still open when
+        a newer attempt of its worker appears lost its end to a drop (a worker's attempts follow
+        one another, end before start): it becomes ``unknown``, never a guessed outcome.
         """
         known = self._attempts
         touched: dict[str, Attempt] = {}
         rows: list[EventRow] = []
         node_id = self.node_id
         levels = STORED_LEVELS
+        newest: dict[str, str] = {}  # worker -> its latest attempt so far in this batch
         for event in events:
             kind = type(event)
             level = levels.get(kind)
@@ -104,15 +126,21 @@ class AttemptLog:
                 if previous is not None:
                     attempt = replace(previous)
                 else:
+                    worker = reported.worker[:255]
+                    prior = newest.get(worker) or self._latest.get(worker)
+                    if prior is not None and prior != execution_id:
+                        self._end_unknown(prior, record.timestamp, known, touched, rows)
                     attempt = Attempt(
                         id=uuid.UUID(execution_id),
-                        worker=reported.worker[:255],
+                        worker=worker,
                         attempt=max(1, reported.attempt),  # a deferral is the first attempt's (attempt 0)
                         max_attempts=reported.max_attempts,
                         status=reported.status.value,
                         created_at=record.timestamp,
                     )
+                    newest[worker] = execution_id
                 touched[execution_id] = attempt
+            attempt.drops_seen = drops
             attempt.status = reported.status.value
             if reported.attempt > 1:
                 attempt.attempt = reported.attempt
@@ -129,6 +157,36 @@ class AttemptLog:
                 attempt.duration = cast(AttemptSucceeded, event).duration
             rows.append((node_id, attempt.id, record.timestamp, level, escape_nul(record.message)))
         return touched, rows
+
+    def _end_unknown(
+        self,
+        execution_id: str,
+        when: datetime,
+        known: dict[str, Attempt],
+        touched: dict[str, Attempt],
+        rows: list[EventRow],
+    ) -> None:
+        """A newer attempt of the same worker showed up at ``when``: this one, if open, lost its end."""
+        attempt = touched.get(execution_id)
+        if attempt is None:
+            previous = known.get(execution_id)
+            if previous is None or not previous.open:
+                return
+            attempt = touched[execution_id] = replace(previous)
+        elif not attempt.open:
+            return
+        attempt.status = ExecutionStatus.UNKNOWN.value
+        rows.append((self.node_id, attempt.id, when, "WARNING", END_UNKNOWN))
+
+    def end_unknown(self, execution_id: uuid.UUID, drops: int) -> bool:
+        """Whether the end of an attempt still open may be among events dropped before the count ``drops``.
+
+        For an attempt the log does not know, whether anything was dropped at all.
+        """
+        attempt = self._attempts.get(str(execution_id))
+        if attempt is None:
+            return drops > 0
+        return attempt.drops_seen < drops
 
     def commit(self, touched: dict[str, Attempt]) -> None:
         """The batch that changed ``touched`` is committed: keep it, forget attempts no longer the latest."""

@@ -63,6 +63,9 @@ class EventBuffer:
         self._drop_chunk = max(1, min(size // 10, 100))
         self._pop_lock = threading.Lock()
         self._dropped = 0  # only changed under _pop_lock
+        # Items that left the queue (taken or trimmed, minus those put back): with the queue's
+        # length, how many arrived. The listener does not count (it would cost every event).
+        self._removed = 0  # only changed under _pop_lock
 
     def make_listener(self) -> Listener:
         """The listener: a plain function over closure variables (the cheapest thing to call).
@@ -99,9 +102,12 @@ class EventBuffer:
             if excess <= 0:
                 return
             popped = list(islice(iter(queue.popleft, None), excess))
+            self._removed += len(popped)
             kinds = list(map(type, popped))
             if Marker in kinds:  # a flush or stop request is never dropped
-                queue.extend(item for item in popped if type(item) is Marker)
+                markers = [item for item in popped if type(item) is Marker]
+                queue.extend(markers)
+                self._removed -= len(markers)
             # Counted: the events the history would have shown (not the pool's own events).
             self._dropped += sum(map(REPORTED.__contains__, kinds))
 
@@ -110,24 +116,33 @@ class EventBuffer:
         self._queue.append(marker)
         self.wakeup.set()
 
-    def take(self, limit: int) -> list[Any]:
-        """Pop up to ``limit`` of the oldest items (events and markers), in order."""
+    def take(self, limit: int) -> tuple[list[Any], int]:
+        """Pop up to ``limit`` of the oldest items (events and markers), in order.
+
+        Also the drop count at that moment: every event it counts was older than the items
+        taken (the oldest go first), so a count that grew since the previous take means a gap
+        in the stream just before these items.
+        """
         queue = self._queue
         with self._pop_lock:
-            return list(islice(iter(queue.popleft, None), min(limit, len(queue))))
+            items = list(islice(iter(queue.popleft, None), min(limit, len(queue))))
+            self._removed += len(items)
+            return items, self._dropped
 
     def requeue(self, items: Sequence[Any]) -> None:
         """Put items back at the front (oldest first), then drop the oldest if that overflows."""
         with self._pop_lock:
             self._queue.extendleft(reversed(items))
+            self._removed -= len(items)
         if len(self._queue) > self.size:
             self._trim()
 
-    def discard(self, items: Iterable[Any]) -> None:
-        """Count the reported events among ``items`` (taken, never to be written) as dropped."""
+    def discard(self, items: Iterable[Any]) -> int:
+        """Count the reported events among ``items`` (taken, never to be written) as dropped; how many."""
         count = sum(1 for item in items if type(item) in REPORTED)
         with self._pop_lock:
             self._dropped += count
+        return count
 
     def markers(self) -> list[Marker]:
         """The flush and stop requests waiting in the queue (a snapshot)."""
@@ -140,6 +155,12 @@ class EventBuffer:
     def dropped(self) -> int:
         """How many reported events were dropped so far (overflow, or discarded batches)."""
         return self._dropped
+
+    @property
+    def arrived(self) -> int:
+        """How many items were queued since the start (a snapshot; markers included)."""
+        with self._pop_lock:
+            return self._removed + len(self._queue)
 
     @property
     def pending(self) -> int:

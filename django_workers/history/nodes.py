@@ -2,6 +2,8 @@
 
 A node whose heartbeat stopped (``kill -9``, a lost host) leaves attempts open; any other node
 closes them as ``error`` once the heartbeat is older than the grace period (:func:`close_orphans`).
+A node that stops closes its own: as ``error`` those still running, as ``unknown`` those whose
+end may have been dropped (:meth:`NodeRow.finalize`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -20,6 +22,7 @@ from django.db.models.functions import Now
 from .. import __version__
 from ..core.context import LOGGER_NAME
 from ..models import Execution, ExecutionEvent, ExecutionStatus, Node
+from .attempts import END_UNKNOWN, OPEN
 
 if TYPE_CHECKING:
     from ..observability.metrics import WorkerMetrics
@@ -27,10 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["NodeRow", "close_orphans"]
 
 logger = logging.getLogger(LOGGER_NAME)
-
-
-#: The statuses of an attempt that may still change (with no finish time: open).
-OPEN: Final = (ExecutionStatus.RUNNING.value, ExecutionStatus.DEFERRED.value)
 
 
 class NodeRow:
@@ -144,8 +143,12 @@ class NodeRow:
         """Set the row's ``dropped_events`` to ``total``, in the caller's transaction."""
         Node.objects.using(self.database).filter(pk=self.node_id).update(dropped_events=total)
 
-    def finalize(self) -> None:
-        """The last transaction: the node is stopped; its attempts still open are closed."""
+    def finalize(self, end_unknown: Callable[[uuid.UUID], bool]) -> None:
+        """The last transaction: the node is stopped; its attempts still open are closed.
+
+        ``end_unknown(execution_id)`` says whether the attempt's end may be among dropped events:
+        it is then closed as ``unknown`` (no finish time), not as stopped while it ran.
+        """
         database = self.database
         now = datetime.now(UTC)
         with transaction.atomic(using=database):
@@ -156,7 +159,9 @@ class NodeRow:
             for execution in Execution.objects.using(database).filter(
                 node_id=self.node_id, status__in=OPEN, finished_at__isnull=True
             ):
-                if execution.status == ExecutionStatus.RUNNING:
+                if end_unknown(execution.pk):
+                    _close(database, execution, None, END_UNKNOWN, ExecutionStatus.UNKNOWN.value, level="WARNING")
+                elif execution.status == ExecutionStatus.RUNNING:
                     message = f"node {node} stopped while the attempt was still running"
                     _close(database, execution, now, message, ExecutionStatus.ERROR.value)
                 else:
@@ -165,11 +170,19 @@ class NodeRow:
 
 
 def _close(
-    database: str, execution: Execution, finished_at: datetime, message: str, status: str, level: str = "ERROR"
+    database: str,
+    execution: Execution,
+    finished_at: datetime | None,
+    message: str,
+    status: str,
+    level: str = "ERROR",
 ) -> bool:
-    """Close one open attempt (unless somebody else just did) with an event saying why."""
+    """Close one open attempt (unless somebody else just did) with an event saying why.
+
+    ``finished_at`` None: the end is unknown, and so is the duration.
+    """
     duration = None
-    if execution.started_at is not None:
+    if execution.started_at is not None and finished_at is not None:
         duration = max(0.0, (finished_at - execution.started_at).total_seconds())
     updated = (
         Execution.objects.using(database)

@@ -12,7 +12,7 @@ import socket
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..core.backoff import Backoff
 from ..core.context import LOGGER_NAME
@@ -27,18 +27,25 @@ from .writer import RETRY_BACKOFF, Writer
 if TYPE_CHECKING:
     from ..observability.metrics import WorkerMetrics
 
-__all__ = ["HistoryRecorder"]
+__all__ = ["STOP_RESERVE_MAX", "STOP_RESERVE_MIN", "STOP_RESERVE_SHARE", "HistoryRecorder"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
 #: The defaults of the HISTORY settings are the recorder's.
 _DEFAULTS = HistorySettings()
 
+#: The part of a process's stop timeout kept for the recorder's last flush (:meth:`HistoryRecorder.stop_reserve`):
+#: this share of it, at least ``STOP_RESERVE_MIN`` and at most ``STOP_RESERVE_MAX`` seconds, never
+#: more than half of it.
+STOP_RESERVE_SHARE: Final = 0.1
+STOP_RESERVE_MIN: Final = 0.5
+STOP_RESERVE_MAX: Final = 5.0
+
 
 class HistoryRecorder:
     """Stores a pool's execution attempts and events in the database (see :mod:`django_workers.history`).
 
-    A :class:`~django_workers.services.ProcessService`: :meth:`start` subscribes it to the pool
+    A :class:`~django_workers.runtime.ProcessService`: :meth:`start` subscribes it to the pool
     and starts the writer thread (it touches no database itself), :meth:`stop` writes what is
     buffered within its timeout and marks the node stopped. :meth:`flush` waits until everything
     received so far is written.
@@ -152,6 +159,17 @@ class HistoryRecorder:
         marker = Marker()
         self._buffer.put(marker)
         return marker.done.wait(timeout) and marker.ok
+
+    def stop_reserve(self, stop_timeout: float) -> float:
+        """How much of a process's ``stop_timeout`` to keep for :meth:`stop` (the pool gets the rest).
+
+        Even when workers use all their time and the process exits with status 3, the recorder
+        then writes the ``did not stop within`` events, closes the attempts still running and marks
+        the node stopped: ``STOP_RESERVE_SHARE`` of the timeout, within ``STOP_RESERVE_MIN`` and
+        ``STOP_RESERVE_MAX`` seconds, at most half of it.
+        """
+        stop_timeout = max(0.0, stop_timeout)
+        return min(STOP_RESERVE_MAX, max(STOP_RESERVE_MIN, STOP_RESERVE_SHARE * stop_timeout), stop_timeout / 2)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is buffered and mark the node stopped, within ``timeout`` seconds."""

@@ -61,11 +61,36 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _rate(per_second: float) -> str:
+    return f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.1f}"
+
+
+class _Run:
+    """One run of overflow drops (from the first noticed to the marker that stores their count)."""
+
+    __slots__ = ("began", "contended", "failure", "first_at", "last", "overflowed")
+
+    def __init__(self, began: tuple[float, int, int]) -> None:
+        #: When the run began, as wall-clock time (the marker's timestamp).
+        self.first_at = datetime.now(UTC)
+        #: (monotonic time, arrivals, events stored) at the check before the first drop, and at the
+        #: last check that noticed new drops: the window of the rates the marker gives.
+        self.began = began
+        self.last = began
+        self.overflowed = 0
+        #: A failed write seen during the run (its description), if any.
+        self.failure = ""
+        #: Whether the writer was giving way to busy workers during the run.
+        self.contended = False
+
+
 class _Drops:
     """Drops the writer has noticed (the buffer's count) and not yet stored in the database.
 
     Noticed: added to the metric, and logged once per run of drops. Stored with the next batch:
-    a node-level WARNING event saying how many, and the node's ``dropped_events``.
+    a node-level WARNING event saying how many and why, and the node's ``dropped_events``. Why
+    is measured, never assumed: the rate at which events arrived while the buffer overflowed, and
+    what held the writer back (failed writes, giving way to busy workers, or only its own pace).
     """
 
     def __init__(self, buffer: EventBuffer, database: str, metrics: WorkerMetrics | None) -> None:
@@ -73,49 +98,112 @@ class _Drops:
         self._database = database
         self._metrics = metrics
         self._seen = 0
-        self._first_at: datetime | None = None
+        #: Events the writer committed (for the rate it stored at).
+        self.stored_events = 0
+        self._sample = (time.monotonic(), buffer.arrived, 0)
+        self._run: _Run | None = None
+        self._rejected = 0  # in batches the database rejected, not stored yet
+        self._rejected_unchecked = 0  # of those, not yet told apart by check()
+        self._rejection = ""
         #: Noticed, not stored yet.
         self.unreported = 0
 
-    def check(self) -> None:
-        """Notice the drops since the last check."""
+    def rejected(self, count: int, exc: BaseException) -> None:
+        """``count`` events were discarded with a batch the database rejected for its content."""
+        self._rejected += count
+        self._rejected_unchecked += count
+        self._rejection = _describe(exc)
+
+    def check(self, *, failure: str, contended: bool) -> None:
+        """Notice the drops since the last check; ``failure`` describes a write failing now, if one is."""
         total = self._buffer.dropped
+        sample = (time.monotonic(), self._buffer.arrived, self.stored_events)
         new = total - self._seen
-        if new <= 0:
-            return
-        self._seen = total
-        if self._metrics is not None:
-            self._metrics.record_dropped(new)
-        if not self.unreported:
-            self._first_at = datetime.now(UTC)
-            logger.warning(
-                "history recorder: the buffer of %d events is full; dropping the oldest events until database "
-                "%r catches up",
-                self._buffer.size,
-                self._database,
-            )
-        self.unreported += new
+        if new > 0:
+            self._seen = total
+            if self._metrics is not None:
+                self._metrics.record_dropped(new)
+            overflowed, self._rejected_unchecked = new - self._rejected_unchecked, 0
+            if overflowed > 0:
+                run = self._run
+                if run is None:
+                    run = self._run = _Run(self._sample)
+                    logger.warning(
+                        "history recorder: the buffer of %d events is full; dropping the oldest events until "
+                        "the writer catches up (%s)",
+                        self._buffer.size,
+                        _holdback(self._database, failure, contended),
+                    )
+                run.overflowed += overflowed
+                run.last = sample
+            self.unreported += new
+        run = self._run
+        if run is not None:
+            run.failure = run.failure or failure
+            run.contended = run.contended or contended
+        self._sample = sample
 
     def event_row(self, node: NodeRow) -> EventRow:
-        """The node-level event saying how many were dropped (written with the next batch)."""
+        """The node-level event saying how many were dropped and why (written with the next batch)."""
+        run = self._run
         return (
             node.node_id,
             None,
-            self._first_at or datetime.now(UTC),
+            run.first_at if run is not None else datetime.now(UTC),
             "WARNING",
-            f"dropped {self.unreported} event(s), the oldest: the history buffer of {self._buffer.size} "
-            f"events was full while database {self._database!r} was unreachable or too slow",
+            self._message(),
         )
+
+    def _message(self) -> str:
+        run = self._run
+        overflowed = run.overflowed if run is not None else 0
+        parts = []
+        if run is not None and overflowed:
+            (began, arrived, stored), (ended, arrived_last, stored_last) = run.began, run.last
+            elapsed = max(ended - began, 1e-3)
+            overflow = (
+                f"the history buffer of {self._buffer.size} events was full at "
+                f"{_rate((arrived_last - arrived) / elapsed)} events/s"
+            )
+            if run.failure:
+                overflow += f" while writes to database {self._database!r} failed ({run.failure})"
+            elif run.contended:
+                overflow += (
+                    f"; the writer stored {_rate((stored_last - stored) / elapsed)} events/s, giving way to "
+                    "workers that kept the CPU busy"
+                )
+            else:
+                overflow += (
+                    f"; the writer stored {_rate((stored_last - stored) / elapsed)} events/s into database "
+                    f"{self._database!r}"
+                )
+            parts.append(overflow)
+        if self._rejected:
+            parts.append(f"database {self._database!r} rejected a batch ({self._rejection})")
+        head = f"dropped {self.unreported} event(s)"
+        if len(parts) == 2:
+            return f"{head}: {overflowed}, the oldest: {parts[0]}; {self._rejected}: {parts[1]}"
+        return f"{head}, the oldest: {parts[0]}" if overflowed else f"{head}: {parts[0]}"
 
     def stored(self) -> None:
         """The batch with the event row committed."""
         logger.warning(
-            "history recorder: %d event(s) were dropped (buffer of %d full); the database has them counted",
+            "history recorder: %d event(s) were dropped (buffer of %d); the database has them counted",
             self.unreported,
             self._buffer.size,
         )
         self.unreported = 0
-        self._first_at = None
+        self._rejected = 0
+        self._run = None
+
+
+def _holdback(database: str, failure: str, contended: bool) -> str:
+    """What holds the writer back, in a log line."""
+    if failure:
+        return f"writes to database {database!r} fail: {failure}"
+    if contended:
+        return "it gives way to workers that keep the CPU busy"
+    return f"database {database!r} stores them more slowly than they arrive"
 
 
 class Writer:
@@ -147,6 +235,7 @@ class Writer:
         self._stop_marker: Marker | None = None
         # -- the thread's own state -----------------------------------------------------------
         self._failures = 0
+        self._failure = ""  # the last failed write, described, while writes fail
         self._outage_began: float | None = None
         self._poison_strikes = 0
         self._contended = False
@@ -211,7 +300,7 @@ class Writer:
                         "unreachable" if self._failures else "too slow",
                     )
                 return
-            self._drops.check()
+            self._drops.check(failure=self._failure, contended=self._contended)
             try:
                 if not node.registered:
                     node.register()
@@ -235,7 +324,7 @@ class Writer:
 
     # -- batches -------------------------------------------------------------------------------------
 
-    def _take(self) -> list[Any]:
+    def _take(self) -> tuple[list[Any], int]:
         buffer = self._buffer
         stopping = self._stop_requested.is_set()
         lingering, self._idle = self._idle, False
@@ -253,7 +342,7 @@ class Writer:
 
     def _write_next_batch(self) -> bool:
         """Write one batch (one transaction). True when the stop request was reached and handled."""
-        batch = self._take()
+        batch, drops = self._take()
         if not batch and not self._drops.unreported:
             return False
         stop_at = next((i for i, item in enumerate(batch) if type(item) is Marker and item.stop), None)
@@ -264,7 +353,7 @@ class Writer:
         cpu, process, began = time.thread_time(), time.process_time(), time.monotonic()
         try:
             try:
-                self._write(events)
+                self._write(events, drops)
             except (DataError, IntegrityError) as exc:
                 self._poison_strikes += 1
                 if self._poison_strikes < 2:
@@ -280,11 +369,11 @@ class Writer:
                 exc_info=exc.__cause__,
             )
             self._poison_strikes = 0
-            self._buffer.discard(batch)
-            self._drops.check()
+            self._drops.rejected(self._buffer.discard(batch), exc.__cause__ or exc)
+            self._drops.check(failure="", contended=self._contended)
             finish_markers(batch, ok=False)
             if stop_at is not None:
-                self._stop_with(batch[stop_at])
+                self._stop_with(batch[stop_at], self._buffer.dropped)
             return stop_at is not None
         except BaseException:
             self._buffer.requeue(batch)  # retried; the oldest go first if it overflows
@@ -292,24 +381,32 @@ class Writer:
         self._poison_strikes = 0
         finish_markers(batch[:stop_at], ok=True)
         if stop_at is not None:
-            self._stop_with(batch[stop_at])
+            self._stop_with(batch[stop_at], drops)
             return True
         if events:
             self._pace(time.thread_time() - cpu, time.process_time() - process, time.monotonic() - began, len(events))
         return False
 
-    def _stop_with(self, marker: Marker) -> None:
-        """The stop request was reached: finalize the node (or retry that alone)."""
+    def _stop_with(self, marker: Marker, drops: int) -> None:
+        """The stop request was reached: finalize the node (or retry that alone).
+
+        ``drops`` is the drop count when the batch ending with the request was taken: an attempt
+        still open with events dropped after its latest one is closed as ``unknown``.
+        """
+        attempts = self._attempts
         try:
-            self._node.finalize()
+            self._node.finalize(lambda execution_id: attempts.end_unknown(execution_id, drops))
         except BaseException:
             self._buffer.requeue([marker])
             raise
         marker.finish(True)
 
-    def _write(self, events: Sequence[LifecycleEvent]) -> None:
-        """One transaction: the attempts' rows (upsert), their events, and the drop report if due."""
-        attempts, rows = self._attempts.apply(events)
+    def _write(self, events: Sequence[LifecycleEvent], drops: int) -> None:
+        """One transaction: the attempts' rows (upsert), their events, and the drop report if due.
+
+        ``drops`` is the buffer's drop count when the events were taken.
+        """
+        attempts, rows = self._attempts.apply(events, drops)
         node = self._node
         unreported = self._drops.unreported
         if unreported:
@@ -324,6 +421,7 @@ class Writer:
                 node.store_dropped(node.dropped_events + unreported)
         # Committed: only now does the state follow.
         self._attempts.commit(attempts)
+        self._drops.stored_events += len(events)
         if unreported:
             node.dropped_events += unreported
             self._drops.stored()
@@ -348,6 +446,7 @@ class Writer:
     def _failed(self, exc: Exception) -> None:
         """Log, close the broken connection, and wait before the next try (interruptibly)."""
         self._failures += 1
+        self._failure = _describe(exc)
         with contextlib.suppress(Exception):
             connections[self.database].close()
         if self._failures == 1:
@@ -375,6 +474,7 @@ class Writer:
                 time.monotonic() - self._outage_began,
             )
         self._failures = 0
+        self._failure = ""
         self._outage_began = None
 
     def _sleep(self, seconds: float) -> None:

@@ -26,6 +26,8 @@ from django.db import connections
 from django_workers import Backoff, WorkerPool
 from django_workers.core.events import LifecycleEvent, ReportedEvent
 from django_workers.history import HistoryRecorder
+from tests.history import pgserver
+from tests.history.pgserver import PrivateServer
 from tests.support import MANAGE, ROOT, free_port, runworkers_environment
 
 POSTGRESQL = bool(os.environ.get("DATABASE_URL"))
@@ -145,6 +147,20 @@ class SwitchableDatabase:
         self.settings["OPTIONS"] = copy.deepcopy(self.good.get("OPTIONS", {}))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test using ``switchable`` needs the test database: say so before pytest-django sets them up.
+
+    pytest-django creates the test databases that the collected tests name in their markers or
+    fixture names; ``switchable`` asks for ``transactional_db`` only while the test sets up, so a
+    test using it run alone would reach the project's own database. Naming ``transactional_db``
+    last keeps it set up by ``switchable`` first, with the marker allowing the extra alias.
+    """
+    for item in items:
+        names = getattr(item, "fixturenames", None)
+        if isinstance(names, list) and "switchable" in names and "transactional_db" not in names:
+            names.append("transactional_db")
+
+
 @pytest.fixture
 def switchable(request: pytest.FixtureRequest, django_db_setup: None) -> Iterator[SwitchableDatabase]:
     """A :class:`SwitchableDatabase` and ``transactional_db`` allowing it (request it before ``scene``).
@@ -219,6 +235,57 @@ def process_database(tmp_path: Path, django_db_blocker: Any) -> Iterator[Process
 
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- a PostgreSQL server of the test's own --------------------------------------------------------------
+
+
+@dataclass
+class PrivateDatabase:
+    """A migrated database on a :class:`~tests.history.pgserver.PrivateServer`, and its alias here."""
+
+    server: PrivateServer
+    name: str
+    alias: str
+
+
+@pytest.fixture
+def private_database(tmp_path: Path, django_db_blocker: Any) -> Iterator[PrivateDatabase]:
+    """A migrated history database on a PostgreSQL server of the test's own (to stop, restart, kill).
+
+    Skipped only when no server can be run here (no binaries). The alias is usable from any
+    thread (the test uses no pytest-django test database: request this before ``scene``).
+    """
+    reason = pgserver.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PrivateServer()
+    alias, name = "history_private", "history"
+    try:
+        server.start()
+        server.create_database(name)
+        env = runworkers_environment(tmp_path, env={"DATABASE_URL": server.url(name)})
+        result = subprocess.run(
+            [sys.executable, "-W", "error", str(MANAGE), "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        configured = connections.configure_settings({"default": {}, alias: server.settings(name)})
+        connections.settings[alias] = configured[alias]
+        with django_db_blocker.unblock():
+            yield PrivateDatabase(server, name, alias)
+    finally:
+        with contextlib.suppress(Exception):
+            connections[alias].close()
+        with contextlib.suppress(AttributeError, KeyError):
+            del connections[alias]
+        connections.settings.pop(alias, None)
+        server.destroy()
 
 
 def history_workers(workers: list[Any], **history: Any) -> dict[str, Any]:

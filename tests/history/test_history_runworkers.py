@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import signal
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -156,3 +157,60 @@ def test_after_a_kill_9_the_next_start_closes_the_orphaned_executions(
     assert stored_events(alias, current) == logged_events(survivor)
     mine = Execution.objects.using(alias).filter(node=current)
     assert [(row.worker, row.status) for row in mine] == [("sleeper", "success")]
+
+
+def test_at_the_stop_timeout_the_history_closes_the_stuck_attempt_and_the_node(
+    start: StartRunworkers, process_database: ProcessDatabase
+) -> None:
+    """Exit 3 leaves no history open: the recorder has its reserved slice of the stop timeout.
+
+    STOP_TIMEOUT 2: the workers get 1.5 seconds, the recorder's last flush the other 0.5.
+    """
+    alias = process_database.alias
+    workers = history_workers([f"{W}.Stuck", f"{W}.Sleeper"], HEARTBEAT_INTERVAL=1.0, ORPHAN_GRACE=3.0)
+    workers["STOP_TIMEOUT"] = 2
+    process = start(workers=workers, env=process_database.env)
+    process.expect(r"stuck is running and will ignore cancellation")
+    process.expect(r"sleeper is running")
+    wait_for(
+        lambda: Execution.objects.using(alias).filter(status="running").count() == 2,
+        interval=0.05,
+        what="the two running executions stored",
+    )
+
+    began = time.monotonic()
+    process.send(signal.SIGTERM)
+    assert process.wait() == 3
+    assert time.monotonic() - began < 2 + 5  # the timeout, plus generous start-up noise
+
+    node = node_of(alias, process)
+    assert node is not None
+    assert node.stopped_at is not None
+    rows = {row.worker: row for row in Execution.objects.using(alias).filter(node=node)}
+    assert set(rows) == {"stuck", "sleeper"}
+    stuck, sleeper = rows["stuck"], rows["sleeper"]
+    closing = f"node {node.hostname}:{process.pid} stopped while the attempt was still running"
+    assert (stuck.status, stuck.error) == ("error", closing)
+    assert stuck.finished_at is not None and stuck.duration is not None
+    events = ExecutionEvent.objects.using(alias).filter(execution=stuck).order_by("timestamp", "id")
+    assert [(event.level, event.message) for event in events] == [
+        ("INFO", "starting execution attempt 1/3"),
+        ("ERROR", "did not stop within 1.5 seconds"),
+        ("ERROR", closing),
+    ]
+    assert sleeper.status == "success"
+    assert stored_events(alias, node)[str(sleeper.id)] == logged_events(process)[str(sleeper.id)]
+
+    assert "not stored" not in process.stderr  # the recorder wrote everything, the node included
+    # Within the stop timeout, as the process's own clock saw it (its log lines are timestamped).
+    stopping = process.expect(r"^(\S+ \S+) .*received SIGTERM: stopping 2 worker\(s\) gracefully within 2 seconds")
+    exiting = process.expect(
+        r"^(\S+ \S+) .*1 worker\(s\) did not stop within 1\.5 seconds: stuck; exiting with status 3 "
+    )
+    assert stopping is not None and exiting is not None
+    assert _logged_at(exiting[1]) - _logged_at(stopping[1]) <= timedelta(seconds=2)
+
+
+def _logged_at(stamp: str) -> datetime:
+    """The time of a runworkers log line (``2026-12-03 11:58:20,563``)."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")

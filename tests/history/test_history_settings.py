@@ -57,8 +57,8 @@ def test_every_key_is_parsed() -> None:
     [
         ({"HEARTBEAT_INTERVAL": "10"}, "E002", "WORKERS['HISTORY']['HEARTBEAT_INTERVAL'] must be a number of seconds"),
         ({"HEARTBEAT_INTERVAL": True}, "E002", "must be a number of seconds (int or float), got True (bool)"),
-        ({"HEARTBEAT_INTERVAL": 0}, "E003", "WORKERS['HISTORY']['HEARTBEAT_INTERVAL'] must be > 0 seconds, got 0."),
-        ({"HEARTBEAT_INTERVAL": -1}, "E003", "must be > 0 seconds, got -1."),
+        ({"HEARTBEAT_INTERVAL": 0}, "E003", "WORKERS['HISTORY']['HEARTBEAT_INTERVAL'] must be >= 0.1 seconds, got 0."),
+        ({"HEARTBEAT_INTERVAL": -1}, "E003", "must be >= 0.1 seconds, got -1."),
         ({"HEARTBEAT_INTERVAL": float("nan")}, "E003", "must be a finite number, got nan."),
         ({"ORPHAN_GRACE": "30"}, "E002", "WORKERS['HISTORY']['ORPHAN_GRACE'] must be a number of seconds"),
         ({"ORPHAN_GRACE": 0}, "E003", "WORKERS['HISTORY']['ORPHAN_GRACE'] must be > 0 seconds, got 0."),

@@ -5,6 +5,7 @@ The plain helpers these fixtures use (and that tests import) are in tests/suppor
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support import SETTINGS, Harness, RunworkersProcess, StartRunworkers, runworkers_environment
+
+# Property-based tests (Hypothesis): a short run in `make test`, a long one on demand with
+# HYPOTHESIS_PROFILE=long. No deadline: examples start threads and pools, whose timing is the machine's.
+hypothesis_settings.register_profile("default", max_examples=25, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("long", max_examples=2_000, deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -7,16 +7,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .limits import MAX_MULTIPLIER, MAX_WAIT, shown
+
 __all__ = ["Backoff"]
 
 
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"Backoff {name} must be a number of seconds (int or float), got {value!r}")
-    number = float(value)
-    if math.isnan(number) or math.isinf(number):
+        raise TypeError(f"Backoff {name} must be a number of seconds (int or float), got {shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"Backoff {name} must be a finite number, got {value!r}")
-    return number
+    if isinstance(value, int) and abs(value) > MAX_WAIT:  # before float(): a huge int does not convert
+        return math.inf if value > 0 else -math.inf
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +31,10 @@ class Backoff:
     ``[1 - jitter, 1 + jitter]``. ``Backoff(initial=0)`` restarts at once.
 
     Raises ``ValueError`` when ``initial < 0``, ``maximum < initial``, ``multiplier < 1`` or
-    ``jitter`` is outside ``[0, 1]``.
+    ``jitter`` is outside ``[0, 1]``, and beyond the engine's bounds: ``initial`` and ``maximum``
+    at most a day (:data:`~django_workers.core.limits.MAX_WAIT` seconds), ``multiplier`` at most
+    :data:`~django_workers.core.limits.MAX_MULTIPLIER`. ``TypeError`` for a value that is not a
+    number (int or float, not a bool).
     """
 
     initial: float = 1.0
@@ -42,13 +48,20 @@ class Backoff:
         multiplier = _number("multiplier", self.multiplier)
         jitter = _number("jitter", self.jitter)
         if initial < 0:
-            raise ValueError(f"Backoff initial must be >= 0 seconds (0 restarts at once), got {initial!r}")
+            raise ValueError(f"Backoff initial must be >= 0 seconds (0 restarts at once), got {shown(self.initial)}")
+        if initial > MAX_WAIT:
+            raise ValueError(f"Backoff initial must be <= {MAX_WAIT:g} seconds (a day), got {shown(self.initial)}")
         if maximum < initial:
-            raise ValueError(f"Backoff maximum ({maximum!r}) must be >= initial ({initial!r})")
+            given = repr(maximum) if math.isfinite(maximum) else shown(self.maximum)
+            raise ValueError(f"Backoff maximum ({given}) must be >= initial ({initial!r})")
+        if maximum > MAX_WAIT:
+            raise ValueError(f"Backoff maximum must be <= {MAX_WAIT:g} seconds (a day), got {shown(self.maximum)}")
         if multiplier < 1:
-            raise ValueError(f"Backoff multiplier must be >= 1, got {multiplier!r}")
+            raise ValueError(f"Backoff multiplier must be >= 1, got {shown(self.multiplier)}")
+        if multiplier > MAX_MULTIPLIER:
+            raise ValueError(f"Backoff multiplier must be <= {MAX_MULTIPLIER:g}, got {shown(self.multiplier)}")
         if not 0 <= jitter <= 1:
-            raise ValueError(f"Backoff jitter must be between 0 and 1 inclusive, got {jitter!r}")
+            raise ValueError(f"Backoff jitter must be between 0 and 1 inclusive, got {shown(self.jitter)}")
         object.__setattr__(self, "initial", initial)
         object.__setattr__(self, "maximum", maximum)
         object.__setattr__(self, "multiplier", multiplier)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
+import numbers
 import threading
 from collections.abc import MutableMapping
 from time import monotonic
@@ -39,6 +41,18 @@ worker_context: contextvars.ContextVar[WorkerContext | None] = contextvars.Conte
 
 class _Heart(Protocol):
     last_beat: float
+
+
+def _timeout(method: str, seconds: float) -> float | None:
+    """The timeout of a wait of ``seconds``: None (no timeout) beyond the longest timed wait."""
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"ctx.{method}() takes a number of seconds (int or float), got {type(seconds).__qualname__}")
+    # NaN of any Real type (math.isnan() overflows on a huge int); a wait of NaN would return at once, silently.
+    if seconds != seconds:  # noqa: PLR0124
+        raise ValueError(f"ctx.{method}() got NaN seconds; pass a number (float('inf') waits until the stop)")
+    if seconds >= threading.TIMEOUT_MAX:  # Event.wait() overflows beyond it
+        return None
+    return float(seconds) if seconds > 0 else 0.0
 
 
 class WorkerLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -98,20 +112,27 @@ class WorkerContext:
         return self._cancel.is_set()
 
     def sleep(self, seconds: float) -> bool:
-        """Wait up to ``seconds``; return True (at once) if cancelled, else False."""
-        return self._cancel.wait(max(0.0, seconds))
+        """Wait up to ``seconds``; return True (at once) if cancelled, else False.
+
+        ``float("inf")`` (or any wait longer than the platform's longest timed wait) waits until
+        the stop; a negative number waits 0 seconds. ``ValueError`` for NaN, ``TypeError`` for
+        something that is not a number.
+        """
+        return self._cancel.wait(_timeout("sleep", seconds))
 
     async def asleep(self, seconds: float) -> bool:
         """Coroutine twin of :meth:`sleep` for async workers.
 
-        Returns True at once if already cancelled. When the pool stops it also cancels the
-        worker's task, so a pending ``asleep`` raises ``asyncio.CancelledError``; the pool counts
-        a worker that ends that way as a success. To be woken without a cancellation, await
+        Takes the same ``seconds`` as :meth:`sleep` (``float("inf")``: until the stop). Returns
+        True at once if already cancelled. When the pool stops it also cancels the worker's task,
+        so a pending ``asleep`` raises ``asyncio.CancelledError``; the pool counts a worker that
+        ends that way as a success. To be woken without a cancellation, await
         :meth:`until_cancelled`.
         """
+        timeout = _timeout("asleep", seconds)
         if self._cancel.is_set():
             return True
-        await asyncio.sleep(max(0.0, seconds))
+        await asyncio.sleep(math.inf if timeout is None else timeout)
         return self._cancel.is_set()
 
     def until_cancelled(self) -> StopFuture:

@@ -40,6 +40,7 @@ class HistorySettings:
 
     enabled: bool = False
     database: str = "default"
+    #: Days stored executions are kept (the ranges of every number: ``settings.values``).
     retention_days: int = 7
     #: Seconds between two heartbeats of a ``runworkers`` node (its row's ``last_heartbeat``).
     heartbeat_interval: float = 10.0
@@ -65,6 +66,7 @@ class HistorySettings:
 class MetricsSettings:
     """``WORKERS["METRICS"]``: Prometheus counters (``[namespace_][subsystem_]worker_…``)."""
 
+    #: Count when prometheus-client is importable (off, silently, when it is not).
     enabled: bool = True
     #: Sanitised as Yokai does (lower-case, spaces and dashes to ``_``).
     namespace: str = ""
@@ -79,6 +81,7 @@ class MetricsSettings:
 class TracingSettings:
     """``WORKERS["TRACING"]``: one OpenTelemetry span per attempt, annotation of spans inside workers."""
 
+    #: Trace when opentelemetry-api is importable (off, silently, when it is not).
     enabled: bool = True
     #: Dotted path of a zero-argument factory returning the pool's TracerProvider; None: the global one.
     provider: str | None = None

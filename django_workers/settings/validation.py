@@ -7,17 +7,18 @@ checks report the messages; :func:`django_workers.settings.load_settings` raises
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from ..observability.names import metric_prefix
+from . import values as ranges
 from .ids import (
     E_NOT_A_DICT,
     E_OUT_OF_RANGE,
     E_TRACER_PROVIDER_NOT_CALLABLE,
     E_TRACER_PROVIDER_NOT_FOUND,
     E_UNKNOWN_DATABASE,
+    W_FREQUENT_HEARTBEAT,
     W_NO_OPENTELEMETRY,
     W_NO_PROMETHEUS_CLIENT,
     W_NO_WORKERS,
@@ -41,7 +42,6 @@ from .values import (
     did_you_mean,
     error,
     got,
-    is_number,
     port,
     seconds,
     section,
@@ -114,16 +114,18 @@ def parse_settings(raw: object, databases: object) -> tuple[WorkersSettings | No
         messages.extend(found)
 
     if "DEFERRED_START_THRESHOLD" in top:
-        take("deferred_start_threshold", seconds(("DEFERRED_START_THRESHOLD",), top["DEFERRED_START_THRESHOLD"]))
+        take(
+            "deferred_start_threshold",
+            seconds(("DEFERRED_START_THRESHOLD",), top["DEFERRED_START_THRESHOLD"], ranges.DEFERRED_START_THRESHOLD),
+        )
     if "MAX_EXECUTIONS_ATTEMPTS" in top:
         take("max_executions_attempts", attempts(("MAX_EXECUTIONS_ATTEMPTS",), top["MAX_EXECUTIONS_ATTEMPTS"]))
     if "RESTART_BACKOFF" in top:
         take("restart_backoff", backoff(("RESTART_BACKOFF",), top["RESTART_BACKOFF"], _DEFAULTS.restart_backoff))
     if "STOP_TIMEOUT" in top:
-        take("stop_timeout", seconds(("STOP_TIMEOUT",), top["STOP_TIMEOUT"], positive=True))
+        take("stop_timeout", seconds(("STOP_TIMEOUT",), top["STOP_TIMEOUT"], ranges.STOP_TIMEOUT))
     if "HISTORY_SIZE" in top:
-        meaning = "It is the number of events kept in memory per worker; use at least 1 (default 100)."
-        take("history_size", count(("HISTORY_SIZE",), top["HISTORY_SIZE"], minimum=1, meaning=meaning))
+        take("history_size", count(("HISTORY_SIZE",), top["HISTORY_SIZE"], ranges.HISTORY_SIZE))
     if "HISTORY" in top:
         take("history", parse_history(top["HISTORY"], databases))
     if "METRICS" in top:
@@ -133,7 +135,10 @@ def parse_settings(raw: object, databases: object) -> tuple[WorkersSettings | No
     if "HEALTH" in top:
         take("health", parse_health(top["HEALTH"]))
     messages += _optional_dependencies(
-        parsed.get("metrics", MetricsSettings()), parsed.get("tracing", TracingSettings())
+        top.get("METRICS"),
+        parsed.get("metrics", MetricsSettings()),
+        top.get("TRACING"),
+        parsed.get("tracing", TracingSettings()),
     )
     pool_backoff = parsed.get("restart_backoff") or _DEFAULTS.restart_backoff
     take("workers", parse_workers(top.get("WORKERS", MISSING), pool_backoff))
@@ -161,10 +166,7 @@ def parse_history(value: object, databases: object) -> tuple[HistorySettings | N
     if "DATABASE" in given:
         take("DATABASE", text(("HISTORY", "DATABASE"), given["DATABASE"], "'DATABASE': 'default'"))
     if "RETENTION_DAYS" in given:
-        meaning = "Keep stored executions at least 1 day (default 7)."
-        take(
-            "RETENTION_DAYS", count(("HISTORY", "RETENTION_DAYS"), given["RETENTION_DAYS"], minimum=1, meaning=meaning)
-        )
+        take("RETENTION_DAYS", count(("HISTORY", "RETENTION_DAYS"), given["RETENTION_DAYS"], ranges.RETENTION_DAYS))
     database = parsed.get("database", default.database)
     enabled = parsed.get("enabled", default.enabled)
     if (
@@ -178,17 +180,12 @@ def parse_history(value: object, databases: object) -> tuple[HistorySettings | N
         hint = f"Use one of the configured database aliases ({aliases}), or add {database!r} to DATABASES."
         return None, [*messages, error(E_UNKNOWN_DATABASE, msg, hint)]
     if "HEARTBEAT_INTERVAL" in given:
-        meaning = "It is how often each runworkers process updates its node row (default 10)."
-        take("HEARTBEAT_INTERVAL", _positive_seconds("HEARTBEAT_INTERVAL", given["HEARTBEAT_INTERVAL"], meaning))
-    for key, meaning in (
-        ("BUFFER_SIZE", "It is how many events wait in memory while the database is unreachable (default 1000)."),
-        ("BATCH_SIZE", "It is how many events are written per transaction (default 1000)."),
-    ):
+        take("HEARTBEAT_INTERVAL", _heartbeat_interval(given["HEARTBEAT_INTERVAL"]))
+    for key, limits in (("BUFFER_SIZE", ranges.BUFFER_SIZE), ("BATCH_SIZE", ranges.BATCH_SIZE)):
         if key in given:
-            take(key, count(("HISTORY", key), given[key], minimum=1, meaning=meaning))
+            take(key, count(("HISTORY", key), given[key], limits))
     if given.get("ORPHAN_GRACE") is not None:
-        meaning = "Use a few heartbeat intervals (default: 3 x HEARTBEAT_INTERVAL), or None."
-        take("ORPHAN_GRACE", _positive_seconds("ORPHAN_GRACE", given["ORPHAN_GRACE"], meaning))
+        take("ORPHAN_GRACE", seconds(("HISTORY", "ORPHAN_GRACE"), given["ORPHAN_GRACE"], ranges.ORPHAN_GRACE))
         heartbeat = parsed.get("heartbeat_interval", default.heartbeat_interval)
         if parsed["orphan_grace"] is not None and heartbeat is not None:
             messages += _orphan_grace(parsed["orphan_grace"], heartbeat)
@@ -197,16 +194,21 @@ def parse_history(value: object, databases: object) -> tuple[HistorySettings | N
     return HistorySettings(**parsed), messages
 
 
-def _positive_seconds(key: str, value: object, meaning: str) -> tuple[float | None, Messages]:
-    place = where("HISTORY", key)
-    if not is_number(value):
-        return None, [wrong_type(place, value, "a number of seconds (int or float)", f"{key!r}: 10")]
-    number = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(number):
-        return None, [error(E_OUT_OF_RANGE, f"{place} must be a finite number, got {value!r}.", meaning)]
-    if number <= 0:
-        return None, [error(E_OUT_OF_RANGE, f"{place} must be > 0 seconds, got {value!r}.", meaning)]
-    return number, []
+def _heartbeat_interval(value: object) -> tuple[float | None, Messages]:
+    """``HISTORY["HEARTBEAT_INTERVAL"]``: in range, and a warning when it writes too often."""
+    interval, messages = seconds(("HISTORY", "HEARTBEAT_INTERVAL"), value, ranges.HEARTBEAT_INTERVAL)
+    if interval is not None and interval < ranges.HEARTBEAT_WARNING_BELOW:
+        place = where("HISTORY", "HEARTBEAT_INTERVAL")
+        msg = (
+            f"{place} is {interval:g} seconds: each runworkers process writes its node row to the database "
+            f"{1 / interval:.3g} times a second."
+        )
+        hint = (
+            f"Use {ranges.HEARTBEAT_WARNING_BELOW:g} second or more in production (default 10); the interval "
+            "only bounds how fast a lost process and a control request are noticed."
+        )
+        messages.append(warning(W_FREQUENT_HEARTBEAT, msg, hint))
+    return interval, messages
 
 
 def _orphan_grace(grace: float, heartbeat: float) -> Messages:
@@ -281,7 +283,7 @@ def parse_tracing(value: object) -> tuple[TracingSettings | None, Messages]:
         enabled = parsed_enabled
     provider: str | None = None
     if given.get("PROVIDER") is not None and importable("opentelemetry.trace"):
-        # Without opentelemetry tracing is off (W003): the factory, which needs it, is not imported.
+        # Without opentelemetry tracing is off (W003 if asked for): the factory, which needs it, is not imported.
         provider, found = _tracer_provider(given["PROVIDER"])
         messages += found
         if provider is None:
@@ -342,24 +344,44 @@ def parse_health(value: object) -> tuple[HealthSettings | None, Messages]:
     return HealthSettings(**parsed), messages
 
 
-def _optional_dependencies(metrics: MetricsSettings | None, tracing: TracingSettings | None) -> Messages:
-    """Warn when metrics or tracing are enabled but their package is missing (they are then off)."""
+def _asked_for(raw: object, keys: tuple[str, ...]) -> str | None:
+    """The key by which a section asks for its feature explicitly (``ENABLED: True``, or one of ``keys`` set)."""
+    if not isinstance(raw, Mapping):
+        return None
+    if raw.get("ENABLED") is True:
+        return "ENABLED"
+    return next((key for key in keys if raw.get(key) is not None), None)
+
+
+def _optional_dependencies(
+    metrics_raw: object, metrics: MetricsSettings | None, tracing_raw: object, tracing: TracingSettings | None
+) -> Messages:
+    """Warn when metrics or tracing are asked for explicitly but their package is missing (they are off).
+
+    By default they are on when their package is importable and silently off otherwise: a new
+    project without prometheus-client or opentelemetry-api gets no warning on every command. Asking
+    explicitly is ``ENABLED: True``, or a ``PORT`` (metrics) or a ``PROVIDER`` (tracing) set.
+    """
     messages: Messages = []
-    if metrics is not None and metrics.enabled and not importable("prometheus_client"):
+    asked = _asked_for(metrics_raw, ("PORT",))
+    if metrics is not None and metrics.enabled and asked and not importable("prometheus_client"):
+        place = where("METRICS", asked)
         messages.append(
             warning(
                 W_NO_PROMETHEUS_CLIENT,
-                f"{where('METRICS', 'ENABLED')} is True, but prometheus-client is not installed: "
+                f"{place} is {'True' if asked == 'ENABLED' else 'set'}, but prometheus-client is not installed: "
                 "workers run without metrics.",
                 "Install it (pip install 'django-worker-pool[metrics]'), or set "
                 f"{where('METRICS', 'ENABLED')} = False.",
             )
         )
-    if tracing is not None and tracing.enabled and not importable("opentelemetry.trace"):
+    asked = _asked_for(tracing_raw, ("PROVIDER",))
+    if tracing is not None and tracing.enabled and asked and not importable("opentelemetry.trace"):
+        place = where("TRACING", asked)
         messages.append(
             warning(
                 W_NO_OPENTELEMETRY,
-                f"{where('TRACING', 'ENABLED')} is True, but opentelemetry-api is not installed: "
+                f"{place} is {'True' if asked == 'ENABLED' else 'set'}, but opentelemetry-api is not installed: "
                 "workers run without spans.",
                 "Install it (pip install 'django-worker-pool[tracing]'), or set "
                 f"{where('TRACING', 'ENABLED')} = False.",

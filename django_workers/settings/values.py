@@ -3,6 +3,10 @@
 Every parser returns ``(value, messages)``: the parsed value, or ``None`` when it is invalid, and
 the check messages that say why (and warnings, which leave the value set). Nothing is gathered
 by side effect: callers add up the messages they get, as Django's ``admin/checks.py`` does.
+
+The range of every number of the setting and of the command options is a :class:`Range` here,
+stated once: the messages name the bound a value crosses, the hints the whole range. The engine's
+own bounds (the longest wait, the most attempts) come from :mod:`django_workers.core.limits`.
 """
 
 from __future__ import annotations
@@ -10,18 +14,33 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import reprlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from django.core import checks
 
+from ..core import limits as engine
 from ..core.backoff import Backoff
 from .ids import E_OUT_OF_RANGE, E_WRONG_TYPE, W_UNKNOWN_KEY
 from .types import SETTING
 
 __all__ = [
+    "ATTEMPTS",
+    "BATCH_SIZE",
+    "BUFFER_SIZE",
+    "DEFERRED_START_THRESHOLD",
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_WARNING_BELOW",
+    "HISTORY_SIZE",
+    "MAX_SILENCE",
+    "ORPHAN_GRACE",
+    "PRUNE_BATCH_SIZE",
+    "PRUNE_OLDER_THAN",
+    "RETENTION_DAYS",
+    "STOP_TIMEOUT",
     "Messages",
+    "Range",
     "attempts",
     "backoff",
     "boolean",
@@ -30,11 +49,13 @@ __all__ = [
     "error",
     "got",
     "is_number",
+    "parse_int",
     "parse_number",
     "parse_port",
     "port",
     "seconds",
     "section",
+    "shown",
     "text",
     "warning",
     "where",
@@ -44,18 +65,142 @@ __all__ = [
 #: What a parser says about the value it parsed.
 Messages = list[checks.CheckMessage]
 
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 60
+#: A word longer than this gets no "did you mean" (difflib is slow on long strings).
+_LONGEST_WORD = 100
 
 _DIGITS = re.compile(r"[0-9]+")
 _BACKOFF_KEYS = ("INITIAL", "MAXIMUM", "MULTIPLIER", "JITTER")
 _PORT_MEANING = "Use a TCP port number from 1 to 65535 (0: any free port, logged), or None for no endpoint."
 
 
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one number of the setting may take: the one place that states its range.
+
+    A check message names the bound the value crosses; its hint names the whole range (see
+    :meth:`describe`) and what the number means. docs/settings.md says why each bound is there.
+    """
+
+    low: float
+    high: float
+    #: "seconds", "days"; "" for a count.
+    unit: str = ""
+    #: ``low`` itself is refused (``> low``).
+    low_open: bool = False
+    #: What ``high`` is in words ("a day"), shown beside it.
+    high_note: str = ""
+    #: What the number is for: the end of the hint.
+    meaning: str = ""
+
+    def low_bound(self) -> str:
+        """The low bound as a condition: ``>= 0``, ``> 0``."""
+        return f"{'>' if self.low_open else '>='} {_number_text(self.low)}"
+
+    def high_bound(self) -> str:
+        """The high bound as a condition, with its unit and note: ``<= 86400 seconds (a day)``."""
+        return f"<= {self._high()}"
+
+    def _unit(self) -> str:
+        return f" {self.unit}" if self.unit else ""
+
+    def _high(self) -> str:
+        note = f" ({self.high_note})" if self.high_note else ""
+        return f"{_number_text(self.high)}{self._unit()}{note}"
+
+    def describe(self) -> str:
+        """The range in words: ``from 0 to 86400 seconds (a day)``."""
+        if self.low_open:
+            return f"more than {_number_text(self.low)} and at most {self._high()}"
+        return f"from {_number_text(self.low)} to {self._high()}"
+
+    def hint(self) -> str:
+        """The hint of a message about this number."""
+        return f"Use a value {self.describe()}." + (f" {self.meaning}" if self.meaning else "")
+
+    def violation(self, value: float) -> str | None:
+        """What is wrong with ``value`` (a finite number), or ``None`` when it is in range."""
+        if value < self.low or (self.low_open and value == self.low):
+            return f"must be {self.low_bound()}{self._unit()}"
+        if value > self.high:
+            return f"must be {self.high_bound()}"
+        return None
+
+
+#: The ranges of the numbers of ``settings.WORKERS``; the engine's bounds come from core.limits.
+DEFERRED_START_THRESHOLD: Final = Range(
+    0, engine.MAX_WAIT, "seconds", high_note="a day", meaning="0 starts the worker at once."
+)
+STOP_TIMEOUT: Final = Range(
+    0,
+    engine.MAX_WAIT,
+    "seconds",
+    low_open=True,
+    high_note="a day",
+    meaning="Keep it below the grace period of your process manager (Kubernetes waits 30 seconds before SIGKILL).",
+)
+MAX_SILENCE: Final = Range(
+    0,
+    engine.MAX_WAIT,
+    "seconds",
+    low_open=True,
+    high_note="a day",
+    meaning="It is how long a worker may go without ctx.heartbeat() before it counts as silent.",
+)
+ATTEMPTS: Final = Range(
+    0,
+    engine.MAX_ATTEMPTS,
+    meaning="0 means unlimited attempts, 1 never restarts, n allows at most n attempts.",
+)
+HISTORY_SIZE: Final = Range(
+    1, engine.MAX_HISTORY_SIZE, meaning="It is the number of events kept in memory per worker (default 100)."
+)
+RETENTION_DAYS: Final = Range(
+    1, 36_500, "days", high_note="a century", meaning="It is how long stored executions are kept (default 7)."
+)
+HEARTBEAT_INTERVAL: Final = Range(
+    0.1,
+    3_600,
+    "seconds",
+    high_note="an hour",
+    meaning="It is how often each runworkers process updates its node row (default 10).",
+)
+#: Below this ``HEARTBEAT_INTERVAL`` (in range) is a warning: a write a second per process, or more.
+HEARTBEAT_WARNING_BELOW: Final = 1.0
+ORPHAN_GRACE: Final = Range(
+    0,
+    engine.MAX_WAIT,
+    "seconds",
+    low_open=True,
+    high_note="a day",
+    meaning="Use a few heartbeat intervals (default: 3 x HEARTBEAT_INTERVAL), or None.",
+)
+BUFFER_SIZE: Final = Range(
+    1,
+    1_000_000,
+    meaning="It is how many events wait in memory while the database is unreachable (default 1000).",
+)
+BATCH_SIZE: Final = Range(1, 10_000, meaning="It is how many events are written per transaction (default 1000).")
+#: ``pruneworkerhistory --older-than`` (0: everything) and ``--batch-size``.
+PRUNE_OLDER_THAN: Final = Range(0, RETENTION_DAYS.high, "days", high_note="a century")
+PRUNE_BATCH_SIZE: Final = Range(1, 10_000)
+
+#: The default ranges of :func:`parse_number` (a command-line option in seconds).
+_WAIT = Range(0, engine.MAX_WAIT, "seconds", high_note="a day")
+_POSITIVE_WAIT = Range(0, engine.MAX_WAIT, "seconds", low_open=True, high_note="a day")
+
+
+def shown(value: object) -> str:
+    """A value for a message, never raising: its (truncated) repr, or the size of a huge int."""
+    return engine.shown(value)
+
+
 def got(value: object) -> str:
     """A short description of a value: its (truncated) repr and its type."""
-    return f"{_short.repr(value)} ({type(value).__qualname__})"
+    return f"{shown(value)} ({type(value).__qualname__})"
 
 
 def where(*keys: object) -> str:
@@ -65,7 +210,7 @@ def where(*keys: object) -> str:
 
 def did_you_mean(word: object, candidates: Sequence[str]) -> str | None:
     """The candidate closest to ``word`` (also tried upper-cased), if one is close enough."""
-    if not isinstance(word, str):
+    if not isinstance(word, str) or len(word) > _LONGEST_WORD:
         return None
     for probe in (word, word.upper()):
         matches = difflib.get_close_matches(probe, candidates, n=1, cutoff=0.6)
@@ -107,50 +252,51 @@ def section(
             continue
         suggestion = did_you_mean(key, known)
         if suggestion is not None:
-            msg = f"{place} has an unknown key {key!r}; did you mean {suggestion!r}?"
-            hint = f"Rename {key!r} to {suggestion!r}; unknown keys are ignored."
+            msg = f"{place} has an unknown key {shown(key)}; did you mean {suggestion!r}?"
+            hint = f"Rename {shown(key)} to {suggestion!r}; unknown keys are ignored."
         else:
-            msg = f"{place} has an unknown key {key!r}."
+            msg = f"{place} has an unknown key {shown(key)}."
             hint = f"Remove it; unknown keys are ignored. Known keys: {', '.join(known)}."
         messages.append(warning(W_UNKNOWN_KEY, msg, hint))
     return {key: value[key] for key in known if key in value}, messages
 
 
-def seconds(keys: tuple[object, ...], value: object, *, positive: bool = False) -> tuple[float | None, Messages]:
-    """A finite number of seconds, >= 0 (> 0 when ``positive``)."""
+def seconds(
+    keys: tuple[object, ...], value: object, limits: Range | None = None, *, positive: bool = False
+) -> tuple[float | None, Messages]:
+    """A finite number of seconds within ``limits``.
+
+    By default :data:`DEFERRED_START_THRESHOLD`'s range, or :data:`MAX_SILENCE`'s when
+    ``positive`` (what the entries of ``WORKERS["WORKERS"]`` override).
+    """
+    if limits is None:
+        limits = MAX_SILENCE if positive else DEFERRED_START_THRESHOLD
     place = where(*keys)
     if not is_number(value):
         return None, [wrong_type(place, value, "a number of seconds (int or float)", f"{keys[-1]!r}: 2.5")]
     assert isinstance(value, int | float)
-    number = float(value)
-    if math.isnan(number) or math.isinf(number):
-        return None, [error(E_OUT_OF_RANGE, f"{place} must be a finite number, got {value!r}.", "Use a finite number.")]
-    if positive and number <= 0:
-        hint = (
-            "Use a positive number of seconds, below the grace period of your process manager "
-            "(Kubernetes waits 30 seconds before SIGKILL)."
-        )
-        return None, [error(E_OUT_OF_RANGE, f"{place} must be > 0 seconds, got {value!r}.", hint)]
-    if number < 0:
-        hint = "Use 0 to start at once, or a positive number of seconds."
-        return None, [error(E_OUT_OF_RANGE, f"{place} must be >= 0 seconds, got {value!r}.", hint)]
-    return number, []
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [error(E_OUT_OF_RANGE, f"{place} must be a finite number, got {value!r}.", limits.hint())]
+    problem = limits.violation(value)
+    if problem is not None:
+        return None, [error(E_OUT_OF_RANGE, f"{place} {problem}, got {shown(value)}.", limits.hint())]
+    return float(value), []
 
 
-def count(keys: tuple[object, ...], value: object, *, minimum: int, meaning: str) -> tuple[int | None, Messages]:
-    """An int >= ``minimum``; ``meaning`` is the hint when it is too small."""
+def count(keys: tuple[object, ...], value: object, limits: Range) -> tuple[int | None, Messages]:
+    """An int within ``limits``."""
     place = where(*keys)
     if isinstance(value, bool) or not isinstance(value, int):
-        return None, [wrong_type(place, value, "an int", f"{keys[-1]!r}: {max(minimum, 1)}")]
-    if value < minimum:
-        return None, [error(E_OUT_OF_RANGE, f"{place} must be >= {minimum}, got {value!r}.", meaning)]
+        return None, [wrong_type(place, value, "an int", f"{keys[-1]!r}: {max(int(limits.low), 1)}")]
+    problem = limits.violation(value)
+    if problem is not None:
+        return None, [error(E_OUT_OF_RANGE, f"{place} {problem}, got {shown(value)}.", limits.hint())]
     return value, []
 
 
 def attempts(keys: tuple[object, ...], value: object) -> tuple[int | None, Messages]:
     """A number of execution attempts: 0 = unlimited."""
-    meaning = "Use 0 for unlimited attempts, 1 to never restart, n for at most n attempts."
-    return count(keys, value, minimum=0, meaning=meaning)
+    return count(keys, value, ATTEMPTS)
 
 
 def boolean(keys: tuple[object, ...], value: object) -> tuple[bool | None, Messages]:
@@ -181,18 +327,41 @@ def parse_port(value: object, source: str) -> int:
     return port
 
 
-def parse_number(value: str, source: str, *, unit: str = "seconds", positive: bool = False) -> float:
-    """A finite number from text (a command-line option): ``>= 0``, or ``> 0`` when ``positive``.
+def parse_number(
+    value: str, source: str, limits: Range | None = None, *, unit: str = "seconds", positive: bool = False
+) -> float:
+    """A finite number from text (a command-line option) within ``limits``.
 
-    ``ValueError`` naming ``source`` (``"--stop-timeout"``, say) and ``unit`` for anything else.
+    By default from 0 (more than 0 when ``positive``) to a day of seconds. ``ValueError`` naming
+    ``source`` (``"--stop-timeout"``, say), the unit and the bound crossed for anything else.
     """
+    if limits is None:
+        limits = _POSITIVE_WAIT if positive else _WAIT
+    unit = limits.unit or unit
     try:
         number = float(value)
     except ValueError:
         number = math.nan
-    if not math.isfinite(number) or number < 0 or (positive and number == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{source} must be a number of {unit} {bound}, got {value!r}")
+    if math.isfinite(number) and number > limits.high:
+        raise ValueError(f"{source} must be {limits.high_bound()}, got {value!r}")
+    if not math.isfinite(number) or limits.violation(number) is not None:
+        raise ValueError(f"{source} must be a number of {unit} {limits.low_bound()}, got {value!r}")
+    return number
+
+
+def parse_int(value: str, source: str, limits: Range) -> int:
+    """An int from text (a command-line option) within ``limits``.
+
+    ``ValueError`` naming ``source`` (``"--batch-size"``, say) and the bound crossed otherwise.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < limits.low:
+        raise ValueError(f"{source} must be an int {limits.low_bound()}, got {value!r}")
+    if number > limits.high:
+        raise ValueError(f"{source} must be an int {limits.high_bound()}, got {value!r}")
     return number
 
 
@@ -231,9 +400,10 @@ def backoff(keys: tuple[object, ...], value: object, base: Backoff) -> tuple[Bac
     try:
         return Backoff(**numbers), messages
     except (TypeError, ValueError) as exc:
+        day = _number_text(engine.MAX_WAIT)
         hint = (
-            "Use INITIAL >= 0 (0 restarts at once), MAXIMUM >= INITIAL, MULTIPLIER >= 1 and "
-            "JITTER between 0 and 1. Missing keys are taken from the defaults (for a worker, from the "
-            "pool's RESTART_BACKOFF)."
+            f"Use INITIAL from 0 (restart at once) to {day} seconds (a day), MAXIMUM from INITIAL to "
+            f"{day}, MULTIPLIER from 1 to {_number_text(engine.MAX_MULTIPLIER)} and JITTER from 0 to 1. "
+            "Missing keys are taken from the defaults (for a worker, from the pool's RESTART_BACKOFF)."
         )
         return None, [*messages, error(E_OUT_OF_RANGE, f"{place} is out of range: {exc}.", hint)]

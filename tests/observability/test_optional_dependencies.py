@@ -76,7 +76,8 @@ def test_disabled_tracing_without_opentelemetry_is_silent(tmp_path: Path) -> Non
 
 
 def test_metrics_enabled_without_prometheus_client_is_a_warning(tmp_path: Path) -> None:
-    result = manage_check(tmp_path, {"WORKERS": [f"{W}.OneShot"]}, "prometheus_client")
+    # Asked for explicitly: by default they are silently off (tests/settings/test_optional_packages.py).
+    result = manage_check(tmp_path, {"METRICS": {"ENABLED": True}, "WORKERS": [f"{W}.OneShot"]}, "prometheus_client")
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django_workers import Worker, WorkerContext
 
 PATH = "tests.scenarios.workers_fixtures"
@@ -68,6 +70,20 @@ NOT_A_CLASS_EITHER = 42
 
 class NoRunWorker(Worker):
     name = "no-run"
+
+
+class GeneratorRunWorker(Worker):
+    name = "generator-run"
+
+    def run(self, ctx: WorkerContext) -> Any:
+        yield ctx  # a generator: calling run() runs none of this
+
+
+class AsyncGeneratorRunWorker(Worker):
+    name = "async-generator-run"
+
+    async def run(self, ctx: WorkerContext) -> Any:
+        yield ctx
 
 
 class FailingConstructorWorker(Worker):

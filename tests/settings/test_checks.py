@@ -123,6 +123,13 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
     ("E010", {"WORKERS": ["tests.scenarios.workers_fixtures"]}, ("which is not a class but a module",)),
     ("E010", {"WORKERS": [f"{PATH}.NotAWorker"]}, ("not a subclass of django_workers.Worker",)),
     ("E011", {"WORKERS": [f"{PATH}.NoRunWorker"]}, ("does not implement run(ctx)",)),
+    # E020: run() is a generator, whose body would never run
+    ("E020", {"WORKERS": [f"{PATH}.GeneratorRunWorker"]}, ("GeneratorRunWorker.run is a generator function",)),
+    (
+        "E020",
+        {"WORKERS": [f"{PATH}.AsyncGeneratorRunWorker"]},
+        ("AsyncGeneratorRunWorker.run is an async generator function",),
+    ),
     # E012: the constructor raises with the given OPTIONS
     ("E012", {"WORKERS": [f"{PATH}.FailingConstructorWorker"]}, ("RuntimeError: cannot connect to the broker",)),
     (
@@ -181,7 +188,7 @@ def test_each_broken_configuration_gives_exactly_one_message(
 
 
 def test_the_table_covers_every_id_but_the_crash_guard() -> None:
-    documented = {f"E{n:03d}" for n in range(1, 15)} | {"W001", "W002"}
+    documented = {f"E{n:03d}" for n in range(1, 15)} | {"E020", "W001", "W002"}
     assert {code for code, _, _ in BROKEN} == documented
 
 

@@ -17,12 +17,19 @@ from django.utils import timezone
 
 from ...history import DEFAULT_PRUNE_BATCH_SIZE, PruneCounts, count_prunable, prune_step
 from ...settings import load_settings
-from ...settings.values import parse_number
+from ...settings.values import PRUNE_BATCH_SIZE, PRUNE_OLDER_THAN, parse_int, parse_number
 
 
 def _days(value: str) -> float:
     try:
-        return parse_number(value, "--older-than", unit="days")
+        return parse_number(value, "--older-than", PRUNE_OLDER_THAN)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _batch_size(value: str) -> int:
+    try:
+        return parse_int(value, "--batch-size", PRUNE_BATCH_SIZE)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
 
@@ -45,14 +52,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--older-than",
             metavar="DAYS",
-            help="Delete history older than this many days (a number >= 0; default: HISTORY['RETENTION_DAYS']).",
+            help=(
+                f"Delete history older than this many days ({PRUNE_OLDER_THAN.describe()}; default: "
+                "HISTORY['RETENTION_DAYS'])."
+            ),
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
         parser.add_argument(
             "--batch-size",
             metavar="ROWS",
             default=str(DEFAULT_PRUNE_BATCH_SIZE),
-            help=f"Rows deleted per transaction (default {DEFAULT_PRUNE_BATCH_SIZE}).",
+            help=f"Rows deleted per transaction ({PRUNE_BATCH_SIZE.describe()}; default {DEFAULT_PRUNE_BATCH_SIZE}).",
         )
         parser.add_argument(
             "--database",
@@ -63,12 +73,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         """Prune (or count, with ``--dry-run``) and print what was deleted."""
         days, database = self._settings(options)
-        try:
-            batch_size = int(options["batch_size"])
-        except ValueError:
-            batch_size = 0
-        if batch_size < 1:
-            raise CommandError(f"--batch-size must be an int >= 1, got {options['batch_size']!r}")
+        batch_size = _batch_size(options["batch_size"])
         if database not in connections:
             known = ", ".join(repr(alias) for alias in connections) or "none"
             raise CommandError(f"unknown database {database!r}; configured databases: {known}")

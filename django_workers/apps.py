@@ -12,6 +12,7 @@ from django.core.signals import setting_changed
 
 from . import checks
 from .core.context import LOGGER_NAME
+from .settings.workers import forget_constructed_workers
 
 if TYPE_CHECKING:
     from .core.pool import WorkerPool
@@ -36,7 +37,12 @@ class DjangoWorkersConfig(AppConfig):
         self._pool_lock = threading.Lock()
 
     def ready(self) -> None:
-        """Register the system checks and reset the pool when ``WORKERS`` changes."""
+        """Register the system checks and reset the pool when ``WORKERS`` changes.
+
+        Any setting change also drops the worker instances that validating ``WORKERS`` constructed
+        for the next pool (a constructor may read any setting): the system checks, the settings and
+        this pool share one instance of each worker, never a stale one.
+        """
         checks.register()
         setting_changed.connect(self._setting_changed, dispatch_uid="django_workers.apps.setting_changed")
 
@@ -70,6 +76,7 @@ class DjangoWorkersConfig(AppConfig):
         return pool
 
     def _setting_changed(self, *, setting: str, **kwargs: Any) -> None:
+        forget_constructed_workers()
         if setting != "WORKERS":
             return
         pool = self.reset_pool()

@@ -33,6 +33,7 @@ from .http import HttpServer, django_prometheus_export
 from .settings import HistorySettings, MetricsSettings, TracingSettings, WorkersSettings, load_settings, select_workers
 from .settings.imports import describe_exception, importable
 from .settings.values import got, where
+from .settings.workers import construct_worker
 
 if TYPE_CHECKING:  # types only: prometheus-client is optional
     from .observability.metrics import WorkerMetrics
@@ -98,7 +99,8 @@ def stop_services(services: Sequence[ProcessService], timeout: float) -> None:
 def pool_metrics(metrics_settings: MetricsSettings) -> Any:
     """The ``WorkerMetrics`` a pool built from the settings counts into, or ``None`` (no cost at all).
 
-    ``None`` when ``METRICS["ENABLED"]`` is false or prometheus-client is missing (check W004).
+    ``None`` when ``METRICS["ENABLED"]`` is false or prometheus-client is missing (silently by
+    default: the check W004 warns only when metrics were asked for explicitly).
     Otherwise this process's one ``WorkerMetrics`` for the namespace and subsystem, registered
     into ``prometheus_client.REGISTRY`` when first built and shared by every pool built later.
     """
@@ -148,9 +150,10 @@ def tracer_provider(path: str) -> Any:
 def _pool_tracing(tracing_settings: TracingSettings) -> dict[str, Any]:
     """The tracing arguments of ``WorkerPool``: ``tracing`` and ``tracer_provider``.
 
-    Tracing is off when ``TRACING["ENABLED"]`` is false or opentelemetry-api is missing (check
-    W003). Otherwise every attempt runs in a span of the provider that ``TRACING["PROVIDER"]``
-    returns (annotated by the pool), or of the global provider when it is None.
+    Tracing is off when ``TRACING["ENABLED"]`` is false or opentelemetry-api is missing (silently
+    by default: the check W003 warns only when tracing was asked for explicitly). Otherwise every
+    attempt runs in a span of the provider that ``TRACING["PROVIDER"]`` returns (annotated by the
+    pool), or of the global provider when it is None.
     """
     if not tracing_settings.enabled or not importable("opentelemetry.trace"):
         return {"tracing": False, "tracer_provider": None}
@@ -171,8 +174,10 @@ def build_pool(
     """A new, unstarted :class:`~django_workers.WorkerPool` configured from the settings.
 
     ``workers_settings`` defaults to :func:`~django_workers.settings.load_settings` (which raises
-    ``ImproperlyConfigured`` when they are invalid). Each configured worker is instantiated with
-    its ``OPTIONS`` and registered with its overrides; ``only``/``exclude`` filter by worker name
+    ``ImproperlyConfigured`` when they are invalid). Each configured worker is registered with its
+    overrides: the instance that validating the settings constructed, if no pool took it yet, else a
+    new one built with its ``OPTIONS`` (a process constructs each worker once, see
+    :func:`~django_workers.settings.workers.construct_worker`); ``only``/``exclude`` filter by worker name
     (``ValueError`` for an unknown one); ``stop_timeout`` overrides ``STOP_TIMEOUT``. The pool
     closes the database connections of its worker threads around every attempt (see
     :mod:`django_workers.db`).
@@ -193,8 +198,8 @@ def build_pool(
     )
     for spec in specs:
         try:
-            worker = spec.instantiate()
-        except Exception as exc:
+            worker = construct_worker(spec)
+        except (Exception, SystemExit) as exc:
             raise ImproperlyConfigured(
                 f"Worker {spec.name!r} ({spec.path}) could not be instantiated: {describe_exception(exc)}"
             ) from exc

@@ -16,6 +16,7 @@ from ..core.backoff import Backoff
 from ..core.context import LOGGER_NAME
 from ..core.execution import WorkerExecution, WorkerStatus
 from ..core.pool import WorkerPool
+from ..core.text import safe_repr
 from ..settings import WorkerSpec, WorkersSettings
 
 __all__ = ["describe_worker", "listing", "log_idle", "log_shutdown", "log_startup", "seconds"]
@@ -56,7 +57,7 @@ def describe_worker(
         ("attempts", _describe_attempts(execution.max_executions_attempts)),
         ("deferred start", seconds(deferral) if deferral else "none"),
         ("restart backoff", _describe_backoff(backoff)),
-        ("options", repr(dict(spec.options)) if spec is not None else "{}"),
+        ("options", safe_repr(dict(spec.options), 1000) if spec is not None else "{}"),
     ]
 
 

@@ -1,9 +1,13 @@
 """The life of one ``runworkers`` process that runs workers, from its options to its exit status.
 
-Prepare (system checks, settings, the pool) → build the services → start them, then the pool →
-wait for a stop request (or, with ``--reload``, a file change) → ``pool.stop()`` in a helper thread
-while the main thread keeps listening, so that a second signal can force the exit → stop the
-services with what is left of the stop timeout → the exit status.
+Prepare (system checks, settings, the pool) in a helper thread while the main thread keeps
+listening, so that a stop request ends the start-up at its next step and a second one forces the
+exit → build the services → start them, then the pool → wait for a stop request (or, with
+``--reload``, a file change) → ``pool.stop()`` in a helper thread while the main thread keeps
+listening, so that a second signal can force the exit → stop the services with what is left of the
+stop timeout → the exit status. The pool gets the stop timeout less what services reserve for their
+own stop (the history recorder's last flush), so that they have it even when workers do not stop in
+time.
 
 Exit status (docs/runworkers.md): 0 after a graceful stop, whatever the workers' final statuses;
 1 configuration error; 3 stop timeout with workers left running (their stacks are logged);
@@ -15,13 +19,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol, runtime_checkable
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
@@ -40,6 +43,8 @@ from ..runtime import (
     stop_services,
 )
 from ..settings import WorkersSettings, load_settings
+from ..settings.imports import describe_exception
+from ..settings.workers import checkpoint_before_constructing
 from . import describe
 from .signals import Wakeup
 
@@ -49,6 +54,7 @@ __all__ = [
     "EXIT_RELOAD",
     "EXIT_STOP_TIMEOUT",
     "RunOptions",
+    "StartupInterrupted",
     "exit_now",
     "prepare",
     "run_workers",
@@ -63,6 +69,13 @@ EXIT_STOP_TIMEOUT = 3
 EXIT_RELOAD = 75
 
 _STILL_RUNNING = (WorkerStatus.RUNNING, WorkerStatus.DEFERRED, WorkerStatus.UNKNOWN)
+
+
+@runtime_checkable
+class _ReservesStopTime(Protocol):
+    """A service that needs part of the stop timeout after the pool stopped (the history recorder)."""
+
+    def stop_reserve(self, stop_timeout: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -90,20 +103,100 @@ class RunOptions:
 Check = Callable[[], None]
 
 
-def prepare(options: RunOptions, check: Check | None) -> tuple[WorkersSettings, WorkerPool]:
-    """Run the checks, read the settings and build the (unstarted) pool; CommandError if impossible."""
-    if check is not None:
-        check()
+class StartupInterrupted(BaseException):
+    """A stop request ended the start-up at a step boundary (raised in the start-up thread).
+
+    Not an ``Exception``: the system checks report what a check raises, and the validation what a
+    worker constructor raises, as configuration errors; this one must reach the runner.
+    """
+
+
+def _no_checkpoint() -> None:
+    pass
+
+
+def prepare(
+    options: RunOptions, check: Check | None, checkpoint: Callable[[], None] = _no_checkpoint
+) -> tuple[WorkersSettings, WorkerPool]:
+    """Run the checks, read the settings and build the (unstarted) pool; CommandError if impossible.
+
+    ``checkpoint`` is called between these steps and before each worker constructor; what it raises
+    propagates (:class:`StartupInterrupted`). Each worker is constructed once (the checks, the
+    settings and the pool share the instances).
+    """
     try:
-        workers_settings = load_settings()
-        pool = build_pool(
-            workers_settings, only=options.only, exclude=options.exclude, stop_timeout=options.stop_timeout
-        )
-    except ImproperlyConfigured as exc:
-        raise CommandError(str(exc)) from exc
-    except ValueError as exc:  # an unknown --worker / --exclude name
-        raise CommandError(f"cannot select the workers to run: {exc}") from exc
+        with checkpoint_before_constructing(checkpoint):
+            if check is not None:
+                check()
+            checkpoint()
+            try:
+                workers_settings = load_settings()
+                checkpoint()
+                pool = build_pool(
+                    workers_settings, only=options.only, exclude=options.exclude, stop_timeout=options.stop_timeout
+                )
+            except ImproperlyConfigured as exc:
+                raise CommandError(str(exc)) from exc
+            except ValueError as exc:  # an unknown --worker / --exclude name
+                raise CommandError(f"cannot select the workers to run: {exc}") from exc
+    except SystemExit as exc:
+        # Project code (a system check, a tracer provider factory) called sys.exit(): without this, the
+        # process would exit with its code and no message, like a process that died.
+        raise CommandError(
+            f"cannot start: {describe_exception(exc)} was raised while preparing the workers "
+            f"(sys.exit() called by a system check or a factory?)"
+        ) from exc
     return workers_settings, pool
+
+
+def _start_up(options: RunOptions, check: Check | None, wake: Wakeup) -> tuple[WorkersSettings, WorkerPool] | None:
+    """:func:`prepare` in a helper thread, the main thread listening; None when a stop request ended it.
+
+    A first stop request ends the start-up at its next step (a system check or a worker constructor
+    that is running is not interrupted); a second one forces the exit at once, as during the stop.
+    """
+    prepared: list[tuple[WorkersSettings, WorkerPool]] = []
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def checkpoint() -> None:
+        if wake.stop_requests:
+            raise StartupInterrupted
+
+    def start_up() -> None:
+        try:
+            prepared.append(prepare(options, check, checkpoint))
+        except StartupInterrupted:
+            pass
+        except BaseException as exc:  # the main thread raises it
+            failed.append(exc)
+        finally:
+            # What the checks or the constructors opened is not needed any more: the connection
+            # budget of the process is one per sync worker using the ORM.
+            connections.close_all()
+            done.set()  # before the wake-up: the main thread re-checks it after every wake-up
+            wake.notify()
+
+    # A daemon: a forced exit does not wait for a constructor that never returns.
+    starter = threading.Thread(target=start_up, name="runworkers:start-up", daemon=True)
+    starter.start()
+    acknowledged = announced = False
+    while not done.is_set():
+        left = 0.0
+        if wake.stop_requests:
+            if not acknowledged:
+                acknowledged = True
+                wake.acknowledge()
+                logger.info(
+                    "%s during start-up: exiting without starting the workers once the current step returns",
+                    wake.first_request(),
+                )
+            left, announced = _second_signal(wake, lambda: "the start-up to finish", announced)
+        wake.wait(left or None)
+    starter.join()
+    if failed:
+        raise failed[0]
+    return prepared[0] if prepared else None
 
 
 def _require_workers(workers_settings: WorkersSettings, pool: WorkerPool) -> None:
@@ -152,18 +245,17 @@ def run_workers(
     ``CommandError`` that carries status 3.
     """
     try:
-        workers_settings, pool = prepare(options, check)
-        _require_workers(workers_settings, pool)
+        prepared = _start_up(options, check, wake)
+        if prepared is not None:
+            _require_workers(*prepared)
     except CommandError as exc:
         if on_broken is None:
             raise
         return on_broken(exc)
-    # Whatever the checks or constructors opened in this thread is not needed any more:
-    # the connection budget of the process is one per sync worker using the ORM.
-    connections.close_all()
-    if wake.stop_requests:
+    if prepared is None or wake.stop_requests:
         logger.info("%s before the workers started: exiting", wake.first_request())
         return EXIT_OK
+    workers_settings, pool = prepared
     services = _services(workers_settings, pool, options)
     return _supervise(pool, workers_settings, wake, services, exit_at_once=exit_at_once)
 
@@ -209,7 +301,9 @@ def _supervise(
             describe.seconds(pool.stop_timeout),
         )
     stop_began = time.monotonic()
-    not_stopped = _stop(pool, wake)
+    reserved = sum(s.stop_reserve(pool.stop_timeout) for s in services if isinstance(s, _ReservesStopTime))
+    workers_wait = max(0.0, pool.stop_timeout - reserved)
+    not_stopped = _stop(pool, wake, workers_wait)
     describe.log_shutdown(pool, not_stopped)
     # The services (history flush, endpoints) get what is left of the stop timeout.
     stop_services(services, max(0.0, pool.stop_timeout - (time.monotonic() - stop_began)))
@@ -218,7 +312,7 @@ def _supervise(
     if not_stopped:
         code = EXIT_RELOAD if reloading else EXIT_STOP_TIMEOUT
         message = (
-            f"{len(not_stopped)} worker(s) did not stop within {describe.seconds(pool.stop_timeout)}: "
+            f"{len(not_stopped)} worker(s) did not stop within {describe.seconds(workers_wait)}: "
             f"{', '.join(not_stopped)}; exiting with status {code} without waiting for them"
         )
         logger.error("%s", message)
@@ -234,33 +328,47 @@ def _supervise(
     return EXIT_OK
 
 
+def _second_signal(wake: Wakeup, waiting_for: Callable[[], str], announced: bool) -> tuple[float, bool]:
+    """While a helper thread works after a stop request: force the exit on a second signal.
+
+    Returns how long the window lasts in which a repeat of the first signal counts as a copy
+    of it (0 once it is over), and whether "a second signal forces the exit" was logged.
+    """
+    forcing = wake.forcing_signal()
+    if forcing is not None:
+        _force_exit(wake, forcing, waiting_for())
+    left = wake.copy_window_left()
+    if not announced and not left:
+        announced = True
+        logger.info("a second SIGTERM or SIGINT now forces the exit")
+    return left, announced
+
+
 def _still_running(pool: WorkerPool) -> list[str]:
     return [name for name, execution in pool.executions().items() if execution.status in _STILL_RUNNING]
 
 
-def _stop(pool: WorkerPool, wake: Wakeup) -> list[str]:
-    """``pool.stop()`` in a helper thread, so that the main thread can honour a second signal."""
+def _stop(pool: WorkerPool, wake: Wakeup, timeout: float) -> list[str]:
+    """``pool.stop(timeout)`` in a helper thread, so that the main thread can honour a second signal."""
     result: list[list[str]] = []
     done = threading.Event()
 
     def stop() -> None:
         try:
-            result.append(pool.stop(pool.stop_timeout))
+            result.append(pool.stop(timeout))
         finally:
             done.set()  # before the wake-up: the main thread re-checks it after every wake-up
             wake.notify()
 
     stopper = threading.Thread(target=stop, name="runworkers:stop")
     stopper.start()
+
+    def waiting_for() -> str:
+        return ", ".join(_still_running(pool)) or "the pool to finish stopping"
+
     announced = not (wake.signals or wake.relayed)  # a stop for a reload: no signal to repeat
     while not done.is_set():
-        forcing = wake.forcing_signal()
-        if forcing is not None:
-            _force_exit(pool, forcing)
-        left = wake.copy_window_left()
-        if not announced and not left:
-            announced = True
-            logger.info("a second SIGTERM or SIGINT now forces the exit")
+        left, announced = _second_signal(wake, waiting_for, announced)
         wake.wait(left or None)
     stopper.join()
     if result:
@@ -269,13 +377,10 @@ def _stop(pool: WorkerPool, wake: Wakeup) -> list[str]:
     return _still_running(pool)
 
 
-def _force_exit(pool: WorkerPool, signum: int) -> NoReturn:
+def _force_exit(wake: Wakeup, signum: int, not_waiting_for: str) -> NoReturn:
     code = 128 + signum
     logger.error(
-        "received %s again: forced exit with status %d, not waiting for %s",
-        signal.Signals(signum).name,
-        code,
-        ", ".join(_still_running(pool)) or "the pool to finish stopping",
+        "%s: forced exit with status %d, not waiting for %s", wake.second_request(signum), code, not_waiting_for
     )
     exit_now(code)
 

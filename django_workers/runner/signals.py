@@ -111,6 +111,19 @@ class Wakeup:
                 return f"received {signal.Signals(received[0][0]).name}"
         return "the reloader process exited" if self.parent_gone else "a file changed"
 
+    def second_request(self, signum: int) -> str:
+        """What made the second stop request, for the log.
+
+        ``received SIGINT again``, or ``received SIGTERM after SIGINT`` when the first request was
+        another signal (the first request is the one :meth:`first_request` names).
+        """
+        name = signal.Signals(signum).name
+        for received in (self.signals, self.relayed):
+            if received:
+                first = signal.Signals(received[0][0]).name
+                return f"received {name} again" if first == name else f"received {name} after {first}"
+        return f"received {name}"
+
     def acknowledge(self) -> None:
         """The main thread acts on the stop request: the signals so far count as that one request.
 

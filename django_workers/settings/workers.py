@@ -1,25 +1,31 @@
 """``WORKERS["WORKERS"]``: importing the worker classes, checking them, and choosing which run.
 
-Validating an entry imports its module and calls the class with its ``OPTIONS`` once, to learn
-the worker's name: worker constructors must be cheap and free of side effects (connect in
-``run()``).
+Validating an entry imports its module and calls the class with its ``OPTIONS``, to learn the
+worker's name: worker constructors must be cheap and free of side effects (connect in ``run()``).
+A process constructs each worker once (:func:`construct_worker`): the system checks,
+``load_settings()`` and ``build_pool()`` share the instances of the last validation.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from ..core.backoff import Backoff
-from ..core.worker import Worker
+from ..core.worker import Worker, generator_run_problem
 from .ids import (
     E_ATTRIBUTE_NOT_FOUND,
     E_BAD_ENTRY,
     E_BAD_NAME,
     E_CONSTRUCTOR_FAILED,
     E_DUPLICATE_NAME,
+    E_GENERATOR_RUN,
     E_IMPORT_FAILED,
     E_MODULE_NOT_FOUND,
     E_NO_CLASS,
@@ -45,7 +51,15 @@ from .values import (
     wrong_type,
 )
 
-__all__ = ["ENTRY_KEYS", "MISSING", "parse_workers", "select_workers"]
+__all__ = [
+    "ENTRY_KEYS",
+    "MISSING",
+    "checkpoint_before_constructing",
+    "construct_worker",
+    "forget_constructed_workers",
+    "parse_workers",
+    "select_workers",
+]
 
 #: The keys of a dict entry of ``WORKERS["WORKERS"]``.
 ENTRY_KEYS = (
@@ -81,8 +95,9 @@ def parse_workers(value: object, pool_backoff: Backoff) -> tuple[tuple[WorkerSpe
     messages: Messages = []
     specs: list[WorkerSpec] = []
     first_by_name: dict[str, tuple[str, int]] = {}
+    validation = _WAITING.validation()
     for index, entry in enumerate(value):
-        spec, found = _entry(index, entry, pool_backoff)
+        spec, found = _entry(index, entry, pool_backoff, validation)
         messages += found
         if spec is None:
             continue
@@ -91,6 +106,7 @@ def parse_workers(value: object, pool_backoff: Backoff) -> tuple[tuple[WorkerSpe
             continue
         first_by_name[spec.name] = (spec.path, index)
         specs.append(spec)
+    _WAITING.keep(validation)
     return tuple(specs), messages
 
 
@@ -110,7 +126,9 @@ def _duplicate(spec: WorkerSpec, index: int, other_path: str, other_index: int) 
     return error(E_DUPLICATE_NAME, msg, hint)
 
 
-def _entry(index: int, entry: object, pool_backoff: Backoff) -> tuple[WorkerSpec | None, Messages]:
+def _entry(
+    index: int, entry: object, pool_backoff: Backoff, validation: _Validation
+) -> tuple[WorkerSpec | None, Messages]:
     """One entry: a dotted path, or a dict with ``CLASS`` and per-worker overrides."""
     keys: tuple[object, ...] = ("WORKERS", index)
     overrides: dict[str, Any] = {}
@@ -132,7 +150,7 @@ def _entry(index: int, entry: object, pool_backoff: Backoff) -> tuple[WorkerSpec
     messages += found
     if worker_class is None or any(message.is_serious() for message in messages):
         return None, messages
-    name, found = _worker_name(where(*keys), path, worker_class, options)
+    name, found = _worker_name(where(*keys), path, worker_class, options, validation)
     messages += found
     if name is None:
         return None, messages
@@ -248,17 +266,25 @@ def _worker_class(place: str, path: str) -> tuple[type[Worker] | None, Messages]
         msg = f"{place} is {path!r}, whose class does not implement run(ctx)."
         hint = f"Define `def run(self, ctx)` (or `async def run(self, ctx)`) in {worker_class.__name__}."
         return None, [error(E_NO_RUN, msg, hint)]
+    problem = generator_run_problem(worker_class)
+    if problem is not None:
+        hint = "Make run() a plain `def run(self, ctx)` or `async def run(self, ctx)` without `yield`."
+        return None, [error(E_GENERATOR_RUN, f"{place} is {path!r}, but {problem}.", hint)]
     return worker_class, []
 
 
 def _worker_name(
-    place: str, path: str, worker_class: type[Worker], options: Mapping[str, Any]
+    place: str, path: str, worker_class: type[Worker], options: Mapping[str, Any], validation: _Validation
 ) -> tuple[str | None, Messages]:
     """Instantiate the class with its OPTIONS (as the pool will) and read its name."""
     call = f"{worker_class.__name__}(**OPTIONS)" if options else f"{worker_class.__name__}()"
+    reused = validation.reuse(worker_class, options)
+    if reused is None:
+        _before_constructing()
     try:
-        worker = worker_class(**dict(options))
-    except Exception as exc:
+        worker = reused.worker if reused is not None else worker_class(**dict(options))
+    # SystemExit too: a constructor calling sys.exit() is a configuration error to report, not an exit.
+    except (Exception, SystemExit) as exc:
         given = ", ".join(options) or "none"
         hint = (
             f"Fix OPTIONS (given: {given}; the constructor is {signature(worker_class) or 'not introspectable'}) "
@@ -269,7 +295,7 @@ def _worker_name(
         ]
     try:
         name = worker.name
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         msg = f"{place} is {path!r}, whose `name` raised {describe_exception(exc)}."
         return None, [
             error(E_BAD_NAME, msg, 'Set a class attribute such as name = "my-worker", or fix the name property.')
@@ -281,7 +307,129 @@ def _worker_name(
             f"(a non-empty str, unique in the pool)."
         )
         return None, [error(E_BAD_NAME, f"{place} is {path!r}, which has {problem}.", hint)]
+    validation.use(reused or _Constructed(worker_class, MappingProxyType(dict(options)), name, worker))
     return name, []
+
+
+# -- constructing each worker once ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Constructed:
+    """A worker instance constructed by a validation, and what it was constructed from."""
+
+    worker_class: type[Worker]
+    options: Mapping[str, Any]
+    name: str
+    worker: Worker
+    #: A pool took it (under the lock of :class:`_WaitingWorkers`): it never waits again.
+    taken: bool = False
+
+    def matches(self, worker_class: type[Worker], options: Mapping[str, Any], name: str | None = None) -> bool:
+        if self.worker_class is not worker_class or (name is not None and self.name != name):
+            return False
+        try:
+            return bool(dict(self.options) == dict(options))
+        except Exception:  # an OPTIONS value whose == raises or is ambiguous (an array, say): no reuse
+            return False
+
+
+class _Validation:
+    """The instances one validation of ``WORKERS["WORKERS"]`` uses: the last validation's, or new ones."""
+
+    def __init__(self, waiting: Sequence[_Constructed]) -> None:
+        self._reusable = list(waiting)
+        self.used: list[_Constructed] = []
+
+    def reuse(self, worker_class: type[Worker], options: Mapping[str, Any]) -> _Constructed | None:
+        """A waiting instance of ``worker_class`` built with equal ``options``; each one serves one entry."""
+        for index, candidate in enumerate(self._reusable):
+            if candidate.matches(worker_class, options):
+                return self._reusable.pop(index)
+        return None
+
+    def use(self, constructed: _Constructed) -> None:
+        """The instance of an entry that is valid so far."""
+        self.used.append(constructed)
+
+
+class _WaitingWorkers:
+    """The instances of the last validation, until the pool that runs them takes them.
+
+    A validation constructs every worker to learn its name, and a process validates the setting
+    several times (the system checks, ``load_settings()``, the AppConfig's pool): the next
+    validation reuses these instances and ``build_pool()`` takes them, so that a process constructs
+    each worker once. A pool owns its instances: another pool gets new ones.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_Constructed] = []
+
+    def validation(self) -> _Validation:
+        with self._lock:
+            return _Validation(self._waiting)
+
+    def keep(self, validation: _Validation) -> None:
+        """Wait with the instances ``validation`` used, but those a pool took meanwhile."""
+        with self._lock:
+            self._waiting = [constructed for constructed in validation.used if not constructed.taken]
+
+    def take(self, spec: WorkerSpec) -> Worker | None:
+        with self._lock:
+            for index, candidate in enumerate(self._waiting):
+                if candidate.matches(spec.worker_class, spec.options, spec.name):
+                    del self._waiting[index]
+                    candidate.taken = True
+                    return candidate.worker
+        return None
+
+    def forget(self) -> None:
+        with self._lock:
+            self._waiting = []
+
+
+_WAITING = _WaitingWorkers()
+
+_checkpoint: ContextVar[Callable[[], None] | None] = ContextVar("django_workers_construction_checkpoint", default=None)
+
+
+def _before_constructing() -> None:
+    checkpoint = _checkpoint.get()
+    if checkpoint is not None:
+        checkpoint()
+
+
+@contextmanager
+def checkpoint_before_constructing(checkpoint: Callable[[], None]) -> Iterator[None]:
+    """Call ``checkpoint`` before each worker this context constructs; what it raises propagates.
+
+    ``runworkers`` ends its start-up this way between two slow constructors after a signal. The
+    exception must not be an ``Exception`` (nor ``SystemExit``): the validation reports those of a
+    constructor as check messages.
+    """
+    token = _checkpoint.set(checkpoint)
+    try:
+        yield
+    finally:
+        _checkpoint.reset(token)
+
+
+def construct_worker(spec: WorkerSpec) -> Worker:
+    """The worker of ``spec`` for a new pool: the instance the last validation built, else a new one.
+
+    Each instance is handed out once (a pool owns its workers). The constructor's exceptions propagate.
+    """
+    worker = _WAITING.take(spec)
+    if worker is None:
+        _before_constructing()
+        worker = spec.instantiate()
+    return worker
+
+
+def forget_constructed_workers() -> None:
+    """Drop the instances waiting for a pool (a setting changed: a constructor may read any)."""
+    _WAITING.forget()
 
 
 # -- choosing the workers to run ----------------------------------------------------------------------

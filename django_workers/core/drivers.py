@@ -13,7 +13,6 @@ import contextlib
 import contextvars
 import logging
 import threading
-import traceback
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from types import FrameType
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import LOGGER_NAME, WorkerContext, worker_context
 from .loop import EventLoopThread
+from .text import format_stack
 
 if TYPE_CHECKING:
     from .supervisor import AttemptHook, Supervisor
@@ -115,14 +115,17 @@ class ThreadDriver:
         return None
 
     def cancel_attempt(self, attempt: int) -> None:
-        """Cancel the running attempt (hang detection): its ``ctx.cancelled`` becomes true."""
-        self.supervisor.interrupt()
+        """Cancel attempt ``attempt`` (hang detection): its ``ctx.cancelled`` becomes true.
+
+        Nothing when that attempt has ended meanwhile: the next one is not the silent one.
+        """
+        self.supervisor.interrupt(attempt)
 
     def stack(self, frames: dict[int, FrameType]) -> str:
         """Where the thread is now."""
         thread = self.thread
         if thread is not None and thread.ident in frames:
-            return "".join(traceback.format_stack(frames[thread.ident]))
+            return format_stack(frames[thread.ident])
         return "(no stack available)\n"
 
 

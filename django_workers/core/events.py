@@ -1,12 +1,13 @@
 """Typed lifecycle events that the pool publishes to its listeners.
 
 A listener is any callable taking one event. Listeners are called synchronously, in the thread
-where the event happens: the caller of ``start()`` (or of ``register()`` after it) for a deferral
-and for the start of a sync worker's first attempt (begun before its thread exists), the worker's
-own thread for the rest of a sync worker's attempts, the pool's event-loop thread for an async
-worker's, the caller of ``stop()`` for pool events and stop time-outs. A listener must be quick
-and must not block (hand slow work to a queue); an exception it raises is logged and otherwise
-ignored.
+where the event happens: the caller of ``start()`` (or of ``register()`` after it) for a deferral,
+for the start of a sync worker's first attempt (begun before its thread exists) and for the end
+of a worker that a stop came before (it never starts), the worker's own thread for the rest of a
+sync worker's attempts, the pool's event-loop thread for an async worker's, the caller of
+``stop()`` for pool events and stop time-outs. A listener must be quick and must not block (hand
+slow work to a queue); an exception it raises is logged and otherwise ignored. A listener may
+call ``stop()``, except on the event loop (see :meth:`WorkerPool.stop`).
 
 A listener that handles some events only can say which in an ``event_types`` attribute (a
 collection of the event classes below, or of their unions): the pool then calls it for those only,
@@ -60,7 +61,7 @@ class PoolStarted(NamedTuple):
 
 
 class PoolStopping(NamedTuple):
-    """``stop()`` was called: workers are being cancelled."""
+    """``stop()`` was called: its flag is set (nothing starts or restarts any more), workers are cancelled."""
 
     workers: tuple[str, ...]
     timeout: float

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
+
+from .text import format_exception, safe_repr, safe_str
 
 __all__ = ["Failure", "WorkerExecution", "WorkerExecutionEvent", "WorkerSilenceError", "WorkerStatus"]
 
@@ -43,7 +44,9 @@ class Failure:
     """The exception that ended an attempt, with its traceback formatted on first use.
 
     Formatting a traceback costs far more than a failed attempt itself, so it is done only when
-    somebody reads it (a log handler, the recorder, ``WorkerExecution.last_traceback``).
+    somebody reads it (a log handler, the recorder, ``WorkerExecution.last_traceback``). Both
+    texts are taken safely and capped (:mod:`django_workers.core.text`): an exception whose
+    ``__str__`` raises, or whose message is megabytes long, still makes a readable report.
     """
 
     __slots__ = ("_text", "exception", "message", "panic")
@@ -52,16 +55,15 @@ class Failure:
         self.exception = exception
         self.panic = panic
         #: ``str(exc)`` for an error, ``repr(exc)`` for a recovered panic (as in the events).
-        self.message = repr(exception) if panic else str(exception)
+        self.message = safe_repr(exception) if panic else safe_str(exception)
         self._text: str | None = None
 
     @property
     def traceback(self) -> str:
-        """The formatted traceback (``traceback.format_exception``), computed once."""
+        """The formatted traceback (as ``traceback.format_exception``, capped), computed once."""
         text = self._text
         if text is None:  # two threads may both format it: same text, no harm
-            exc = self.exception
-            text = self._text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            text = self._text = format_exception(self.exception)
         return text
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ from .events import (
     WorkerSilent,
     WorkerStopTimedOut,
 )
+from .execution import Failure
 
 __all__ = ["EVENT_LEVELS", "LoggingListener", "WorkerLogFilter"]
 
@@ -70,9 +71,7 @@ class LoggingListener:
         log = self.logger.log
         match event:
             case AttemptFailed(worker=worker, execution_id=execution_id, record=record, failure=failure):
-                exc = failure.exception
-                extra = {"worker": worker, "workerExecutionID": execution_id}
-                log(level, "%s", record.message, exc_info=(type(exc), exc, exc.__traceback__), extra=extra)
+                self._log_failure(level, record.message, failure, {"worker": worker, "workerExecutionID": execution_id})
             case WorkerRestarting(worker=worker, execution_id=execution_id, record=record, delay=delay):
                 extra = {"worker": worker, "workerExecutionID": execution_id}
                 log(level, "%s (in %.3f seconds)", record.message, delay, extra=extra)
@@ -94,6 +93,22 @@ class LoggingListener:
                 log(logging.ERROR, "worker pool stopped; still running: %s", ", ".join(not_stopped))
             case PoolStopped():
                 log(level, "worker pool stopped")
+
+    def _log_failure(self, level: int, message: str, failure: Failure, extra: dict[str, str]) -> None:
+        """Log a failed attempt with its exception and the pool's capped traceback text.
+
+        The record keeps ``exc_info`` (for handlers that want the exception object, Sentry's say),
+        and its ``exc_text`` is set to the capped traceback, which formatters use instead of
+        formatting the exception again (with a message of any length).
+        """
+        logger = self.logger
+        exc = failure.exception
+        fn, lno, func, sinfo = logger.findCaller()
+        record = logger.makeRecord(
+            logger.name, level, fn, lno, "%s", (message,), (type(exc), exc, exc.__traceback__), func, extra, sinfo
+        )
+        record.exc_text = failure.traceback.rstrip("\n")
+        logger.handle(record)
 
 
 class WorkerLogFilter(logging.Filter):

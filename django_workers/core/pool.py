@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import sys
 import threading
 import time
@@ -12,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import limits
 from .backoff import Backoff
 from .context import LOGGER_NAME, TRACER_PROVIDER_KEY
 from .drivers import TaskDriver, ThreadDriver
@@ -35,25 +35,16 @@ DEFAULT_STOP_TIMEOUT = 30.0
 
 
 def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds (int or float), got {value!r}")
-    seconds = float(value)
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return seconds
+    return limits.seconds(name, value)  # bounded: Event.wait() overflows long before 1e300 seconds
 
 
 def _attempts(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int (0 = unlimited), got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0 (0 = unlimited, 1 = no restart), got {value!r}")
-    return value
+    return limits.count(name, value, 0, limits.MAX_ATTEMPTS, "0 = unlimited, 1 = no restart")
 
 
 def _backoff(name: str, value: object) -> Backoff:
     if not isinstance(value, Backoff):
-        raise TypeError(f"{name} must be a django_workers.Backoff, got {value!r}")
+        raise TypeError(f"{name} must be a django_workers.Backoff, got {limits.shown(value)}")
     return value
 
 
@@ -73,6 +64,9 @@ class WorkerPool:
     true (by default: when a ``tracer_provider`` is given, which is then also annotated by
     :func:`django_workers.tracing.annotate_tracer_provider`; otherwise the global provider is used,
     and never set).
+
+    A number out of its range (:mod:`django_workers.core.limits`: waits of at most a day, for
+    instance) raises ``ValueError`` here or in :meth:`register`, never later in a worker's thread.
     """
 
     def __init__(
@@ -93,9 +87,9 @@ class WorkerPool:
         self.max_executions_attempts = _attempts("max_executions_attempts", max_executions_attempts)
         self.restart_backoff = Backoff() if restart_backoff is None else _backoff("restart_backoff", restart_backoff)
         self.stop_timeout = _seconds("stop_timeout", stop_timeout)
-        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
-            raise ValueError(f"history_size must be an int >= 1 (events kept per worker), got {history_size!r}")
-        self.history_size = history_size
+        self.history_size = limits.count(
+            "history_size", history_size, 1, limits.MAX_HISTORY_SIZE, "events kept in memory per worker"
+        )
         hooks = tuple(attempt_hooks)
         for hook in hooks:
             if not callable(hook):
@@ -138,6 +132,13 @@ class WorkerPool:
         self._base_context: contextvars.Context | None = None
         self._running = 0
         self._idle = threading.Condition(self._lock)
+        #: stop(): the threads inside it (with their depth of nested calls), the supervisors being
+        #: launched (by the thread launching them) and the sync workers' threads. A worker whose
+        #: thread, or launching thread, is inside stop() cannot end before that call returns:
+        #: no stop() waits for it.
+        self._stoppers: dict[threading.Thread, int] = {}
+        self._launchers: dict[Supervisor, threading.Thread] = {}
+        self._owners: dict[threading.Thread, Supervisor] = {}
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -271,45 +272,74 @@ class WorkerPool:
             self._base_context = contextvars.copy_context()
             supervisors = list(self._supervisors.values())
             self._running += len(supervisors)
+            launcher = threading.current_thread()
+            for supervisor in supervisors:  # from now on: a PoolStarted listener may call stop()
+                self._launchers[supervisor] = launcher
         # Outside the lock: listeners never run under it.
         self._runtime.events.publish(PoolStarted(tuple(s.name for s in supervisors)))
         self._launch(supervisors)
 
     def _launch(self, supervisors: Sequence[Supervisor]) -> None:
         # Called without the lock; each supervisor is launched exactly once (by start() or register()).
+        # A listener called here (a deferral, a first attempt) may stop the pool: from then on the
+        # rest is never launched (retired), and no thread starts that did not begin an attempt.
         base = self._base_context
         assert base is not None
-        threads: list[threading.Thread] = []
-        async_ones: list[Supervisor] = []
-        for supervisor in supervisors:
-            supervisor.prepare()
-            if supervisor.is_async:
-                async_ones.append(supervisor)
-            else:
-                driver = supervisor.driver = ThreadDriver(supervisor, base)
-                threads.append(driver.create_thread())
-                self._threads.append(driver)  # list.append is atomic: no lock needed
-        # All created, then all started: creating a thread between two starts made the new
-        # threads and this one trade the GIL more (benchmark 2 of bench_core.py misses without it).
-        for thread in threads:
-            thread.start()
-        if async_ones:
-            loop = self._event_loop()
-            tasks = []
-            for supervisor in async_ones:
-                task_driver = supervisor.driver = TaskDriver(supervisor, loop)
-                tasks.append(task_driver)
-            self._tasks.extend(tasks)
-            loop.call(self._create_tasks, tasks, base)
-        if any(s.policy.max_silence is not None for s in supervisors):
-            self._watch()
+        cancel = self._runtime.cancel
+        launcher = threading.current_thread()
+        with self._lock:
+            for supervisor in supervisors:
+                self._launchers[supervisor] = launcher
+        try:
+            threads: list[threading.Thread] = []
+            async_ones: list[Supervisor] = []
+            for supervisor in supervisors:
+                if cancel.is_set():
+                    supervisor.retire()
+                    continue
+                supervisor.prepare()
+                if supervisor.is_async:
+                    async_ones.append(supervisor)
+                elif cancel.is_set():  # stopped by a listener of its deferral
+                    supervisor.retire()
+                else:
+                    driver = supervisor.driver = ThreadDriver(supervisor, base)
+                    thread = driver.create_thread()
+                    self._owners[thread] = supervisor  # one store: atomic, no lock needed
+                    threads.append(thread)
+                    self._threads.append(driver)  # list.append is atomic: no lock needed
+            # All created, then all started: creating a thread between two starts made the new
+            # threads and this one trade the GIL more (benchmark 2 of bench_core.py misses without it).
+            for thread in threads:
+                thread.start()
+            if async_ones and cancel.is_set():
+                for supervisor in async_ones:
+                    supervisor.retire()
+            elif async_ones:
+                loop = self._event_loop()
+                tasks = []
+                for supervisor in async_ones:
+                    task_driver = supervisor.driver = TaskDriver(supervisor, loop)
+                    tasks.append(task_driver)
+                self._tasks.extend(tasks)
+                loop.call(self._create_tasks, tasks, base)
+            if any(s.policy.max_silence is not None for s in supervisors):
+                self._watch()
+        finally:
+            with self._lock:
+                for supervisor in supervisors:
+                    self._launchers.pop(supervisor, None)
 
     def _event_loop(self) -> EventLoopThread:
         with self._lock:
             loop = self._runtime.loop
+            created = loop is None
             if loop is None:
                 loop = self._runtime.loop = EventLoopThread(self._runtime.cancel)
-                loop.start()
+        if created:
+            # Started outside the lock: a stop() may already have scheduled a callback that takes
+            # it (_cancel_tasks) on this loop, which would then never run its first callback.
+            loop.start()
         return loop
 
     @staticmethod
@@ -347,8 +377,27 @@ class WorkerPool:
         with self._lock:
             supervisor.done = True
             self._running -= 1
-            if self._running <= 1:  # 1: stop() called by the last worker running waits for the others
+            # No stop() can end its wait while more are running than it may leave running.
+            if self._running <= len(self._stoppers) + len(self._launchers):
                 self._idle.notify_all()
+
+    def _spared(self, caller: threading.Thread) -> set[Supervisor]:
+        """The running workers that a stop() called in ``caller`` does not wait for (under the lock).
+
+        None, unless a worker cannot end before ``caller`` returns: its own (a sync worker calling
+        stop(), or a listener on its thread) or those it is launching (a listener of start() or
+        register() calling stop()). Then it spares those, and the workers of the other threads
+        in the same case inside stop(), which do not wait for it either: none waits for another.
+        """
+
+        def home(thread: threading.Thread) -> set[Supervisor]:
+            owned = self._owners.get(thread)
+            launched = {s for s, launcher in self._launchers.items() if launcher is thread}
+            return {s for s in (launched if owned is None else {owned, *launched}) if not s.done}
+
+        if not home(caller):
+            return set()
+        return set().union(*(home(thread) for thread in self._stoppers))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no worker is left running (all finished or exhausted), or ``timeout``.
@@ -363,7 +412,17 @@ class WorkerPool:
 
         Returns the names of workers still running at the deadline: they keep status ``running``,
         get the event ``did not stop within <timeout> seconds`` and their stack is logged. A stop
-        before ``start()`` is a no-op. Nothing restarts once ``stop()`` is called.
+        before ``start()`` is a no-op. Nothing starts or restarts once ``stop()`` is called,
+        whatever the listeners do.
+
+        Called from inside the pool (by a sync worker, a listener in a worker's thread, or a
+        listener that ``start()``/``register()`` calls), it does not wait for what cannot end
+        before it returns, and neither reports nor returns it: the caller's own worker, the
+        workers that ``start()``/``register()`` has yet to launch (they never start), and those of
+        other threads doing the same at the same time (two workers stopping the pool at once do
+        not wait for each other). A ``stop()`` from outside the pool (the end of a ``with pool:``
+        block, say) waits for all of them. On the pool's event loop it raises ``RuntimeError``
+        (from an async worker: ``await asyncio.to_thread(pool.stop)``).
         """
         timeout = self.stop_timeout if timeout is None else _seconds("timeout", timeout)
         loop = self._runtime.loop
@@ -373,49 +432,81 @@ class WorkerPool:
                 "every async worker); from an async worker, call: await asyncio.to_thread(pool.stop)"
             )
         deadline = time.monotonic() + timeout
+        current = threading.current_thread()
+        runtime = self._runtime
         with self._lock:
             if not self._started:
                 return []
             first_call = not self._stopping
             self._stopping = True
+            if first_call:
+                # Before anything else, listeners included: nothing starts or restarts from here
+                # on. Under the state lock, where begin_attempt() reads it.
+                with runtime.state_lock:
+                    runtime.cancel.set()
+            self._stoppers[current] = self._stoppers.get(current, 0) + 1
+            self._idle.notify_all()  # another stop() may be waiting for this thread's worker
             supervisors = list(self._supervisors.values())
-            threads = list(self._threads)
+        try:
+            return self._stop(timeout, deadline, first_call, supervisors)
+        finally:
+            with self._lock:
+                depth = self._stoppers.pop(current) - 1
+                if depth:
+                    self._stoppers[current] = depth
+
+    def _stop(
+        self,
+        timeout: float,
+        deadline: float,
+        first_call: bool,
+        supervisors: list[Supervisor],
+    ) -> list[str]:
+        runtime = self._runtime
         names = tuple(s.name for s in supervisors)
         if first_call:
-            self._runtime.events.publish(PoolStopping(names, timeout))
-            self._runtime.cancel.set()
             if self._watchdog is not None:
                 self._watchdog.wake()
-            for driver in threads:
-                driver.supervisor.interrupt()
-            loop = self._runtime.loop
+            for supervisor in supervisors:  # all: one may be begun before its thread is listed
+                supervisor.interrupt()
+            loop = runtime.loop
             if loop is not None:  # async workers were launched
                 loop.call(self._cancel_tasks)
+            runtime.events.publish(PoolStopping(names, timeout))
         current = threading.current_thread()
-        # A worker calling stop() (or a listener, in its thread) cannot wait for itself. Only sync
-        # workers have threads: async ones are never "own", and leave no thread to join.
-        own = {driver.supervisor for driver in threads if driver.thread is current}
         with self._idle:
-            # Every launched worker is counted in _running until it is done: the others are all
-            # done when the count is down to this thread's own worker, if any.
-            self._idle.wait_for(lambda: self._running <= len(own), max(0.0, deadline - time.monotonic()))
-            everyone_done = self._running <= len(own)
+            self._idle.wait_for(
+                lambda: self._running <= len(self._spared(current)), max(0.0, deadline - time.monotonic())
+            )
+            spared = self._spared(current)
+            # Read now: a launch racing with this stop may have added threads (that began no attempt).
+            threads = list(self._threads)
+            drivers = list(self._tasks)
         for driver in threads:
             thread = driver.thread
             if driver.supervisor.done and thread is not None and thread is not current:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        not_stopped = [] if everyone_done else [s for s in supervisors if not s.done and s not in own]
+        not_stopped = [s for s in supervisors if not s.done and s not in spared]
         if not_stopped:
             frames = sys._current_frames()
             for supervisor in not_stopped:
                 stack = supervisor.driver.stack(frames) if supervisor.driver is not None else "(no stack available)\n"
                 supervisor.time_out(timeout, stack)
-        loop = self._runtime.loop
-        if loop is not None and not any(s.is_async for s in not_stopped):
-            loop.close(deadline)
+        loop = runtime.loop
+        if loop is not None:
+            # The loop stops once its workers' tasks are done: at once, or (when one did not stop
+            # in time) when the last one ends, without waiting for another stop().
+            waiting = not any(s.is_async for s in not_stopped)
+            tasks = (driver.task for driver in drivers)  # read on the loop, once every task exists
+            if not loop.close(tasks, deadline if waiting else None) and waiting:
+                logger.warning(
+                    "the worker pool's event-loop thread did not end within %g seconds: a call made "
+                    "with asyncio.to_thread() or run_in_executor() has not returned",
+                    timeout,
+                )
         if self._watchdog is not None:
             self._watchdog.join(max(0.0, deadline - time.monotonic()))
-        self._runtime.events.publish(PoolStopped(names, tuple(s.name for s in not_stopped)))
+        runtime.events.publish(PoolStopped(names, tuple(s.name for s in not_stopped)))
         return [s.name for s in not_stopped]
 
     # -- context manager ------------------------------------------------------------------------

@@ -260,8 +260,6 @@ class Supervisor:
         restarts after that.
         """
         runtime, policy = self.runtime, self.policy
-        if runtime.cancel.is_set():
-            return None
         attempt = self._attempt + 1
         # The first attempt's id was given by prepare(); every further attempt gets a new one.
         execution_id = self._execution_id if attempt == 1 else _new_execution_id()
@@ -269,20 +267,22 @@ class Supervisor:
         # previous attempt's last beat (a long backoff would look like silence).
         self._began = self.last_beat = monotonic()
         record = _event(execution_id, f"starting execution attempt {attempt}/{self._of}", datetime.now(UTC))
+        # A sync attempt's own stop flag (restart_on_silence), so the watchdog can cancel this
+        # attempt alone (an async attempt is cancelled through its task).
+        own = threading.Event() if policy.restart_on_silence and not self.is_async else None
         with runtime.state_lock:
+            # stop() sets the pool's flag under this lock: an attempt is recorded before it or not at all.
+            if runtime.cancel.is_set():
+                return None
             self._execution_id = execution_id
             self._attempt = attempt
             self._status = RUNNING
             self._events.append(record)
+            if own is not None:
+                self._attempt_cancel = own
         maximum = policy.max_executions_attempts
         runtime.events.emit(AttemptStarted, self.name, execution_id, attempt, maximum, record, RUNNING)
-        cancel = runtime.cancel
-        if policy.restart_on_silence and not self.is_async:
-            # The sync attempt's own stop flag, so the watchdog can cancel this attempt alone
-            # (an async attempt is cancelled through its task).
-            cancel = self._attempt_cancel = threading.Event()
-            if runtime.cancel.is_set():  # stop() may have run before the flag existed
-                cancel.set()
+        cancel = runtime.cancel if own is None else own
         return WorkerContext(
             self.name,
             execution_id,
@@ -346,6 +346,12 @@ class Supervisor:
         )
         return delay
 
+    def retire(self) -> None:
+        """End supervision of a worker that was never launched: the pool stopped first."""
+        if not self._execution_id:  # the first attempt's id exists from start() on, even unused
+            self._execution_id = _new_execution_id()
+        self.finish()
+
     def finish(self) -> None:
         """Supervision ended (called last by the driver): publish it, and tell the pool."""
         self.runtime.events.emit(
@@ -360,9 +366,16 @@ class Supervisor:
 
     # -- stop ------------------------------------------------------------------------------------
 
-    def interrupt(self) -> None:
-        """The pool is stopping: set the running sync attempt's own stop flag, if it has one."""
-        cancel = self._attempt_cancel
+    def interrupt(self, attempt: int = 0) -> None:
+        """Set the stop flag of a sync attempt that has one of its own (``restart_on_silence``).
+
+        That of attempt number ``attempt`` only, if it is still the current one (a silent attempt;
+        the next one has a flag of its own); with 0, the current one's (the pool is stopping).
+        """
+        with self.runtime.state_lock:
+            if attempt and attempt != self._attempt:
+                return
+            cancel = self._attempt_cancel
         if cancel is not None:
             cancel.set()
 

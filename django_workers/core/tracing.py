@@ -38,6 +38,7 @@ except ImportError as exc:  # the optional dependency is missing
     ) from exc
 
 from .context import TRACER_PROVIDER_KEY, WorkerContext, current_context
+from .text import format_exception, safe_str
 
 __all__ = [
     "ATTR_ATTEMPT",
@@ -143,10 +144,28 @@ class _AttemptSpan:
                 and not (isinstance(exc, asyncio.CancelledError) and self._ctx.cancelled)
                 and span.is_recording()
             ):
+                message = safe_str(exc)
                 if self._record_exception:
-                    span.record_exception(exc, escaped=True)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                    # What Span.record_exception() records, with texts taken safely and capped
+                    # (it calls str(exc) itself, which may raise, and keeps any length).
+                    span.add_event(
+                        "exception",
+                        {
+                            "exception.type": _exception_type(exc),
+                            "exception.message": message,
+                            "exception.stacktrace": format_exception(exc),
+                            "exception.escaped": "True",
+                        },
+                    )
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
             span.end()
+
+
+def _exception_type(exc: BaseException) -> str:
+    """The ``exception.type`` attribute, as OpenTelemetry's SDK writes it."""
+    cls = type(exc)
+    module = cls.__module__
+    return f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__
 
 
 #: What the hook returns when spans could only be no-ops: no span, nothing made current.

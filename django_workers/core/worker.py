@@ -5,10 +5,12 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from .text import safe_repr
+
 if TYPE_CHECKING:
     from .context import WorkerContext
 
-__all__ = ["Worker", "is_async_worker", "worker_name"]
+__all__ = ["Worker", "generator_run_problem", "is_async_worker", "worker_name"]
 
 
 class Worker:
@@ -43,7 +45,9 @@ def worker_name(worker: object) -> str:
         )
     name = worker.name
     if not isinstance(name, str):
-        raise TypeError(f"{type(worker).__qualname__}.name must be a str, got {name!r} ({type(name).__qualname__})")
+        raise TypeError(
+            f"{type(worker).__qualname__}.name must be a str, got {safe_repr(name, 200)} ({type(name).__qualname__})"
+        )
     if not name.strip():
         raise ValueError(
             f"{type(worker).__qualname__}.name must be a non-empty string; set a class attribute "
@@ -51,7 +55,29 @@ def worker_name(worker: object) -> str:
         )
     if type(worker).run is Worker.run:
         raise TypeError(f"{type(worker).__qualname__} must implement run(ctx)")
+    problem = generator_run_problem(type(worker))
+    if problem is not None:
+        raise TypeError(problem)
     return name
+
+
+def generator_run_problem(worker_class: type) -> str | None:
+    """Why ``worker_class.run`` cannot be run, when it is a generator or async generator function.
+
+    Calling such a ``run()`` returns a generator and runs none of its body: every attempt would
+    "succeed" at once. Returns None for a plain or ``async def`` ``run``.
+    """
+    run = getattr(worker_class, "run", None)
+    if inspect.isasyncgenfunction(run):
+        kind, fix = "an async generator function", "remove the `yield` (an `async def run` loops with `await`)"
+    elif inspect.isgeneratorfunction(run):
+        kind, fix = "a generator function", "remove the `yield` (loop with `while not ctx.cancelled:` instead)"
+    else:
+        return None
+    return (
+        f"{worker_class.__qualname__}.run is {kind} (its body contains `yield`): calling it runs none of "
+        f"its body, so every attempt would end at once; {fix}"
+    )
 
 
 def is_async_worker(worker: Worker) -> bool:

@@ -163,6 +163,39 @@ def test_failed_attempt_span_has_status_error_and_an_exception_event(kind: str, 
     assert "raise exc" in str(attributes["exception.stacktrace"])
 
 
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise ValueError("str() of this exception raises")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_span_of_an_unprintable_or_huge_error_is_recorded_safely_and_capped(
+    kind: str, traced: Traced, pools: Pools
+) -> None:
+    from django_workers.core.text import ERROR_TEXT_LIMIT
+
+    pool = pools(
+        worker(kind, "unprintable", raise_(UnprintableError())),
+        worker(kind, "huge", raise_(RuntimeError("h" * 1_000_000))),
+        provider=traced.tp,
+    )
+    pool.start()
+    assert pool.wait(10)
+    assert pool.execution("unprintable").status is WorkerStatus.ERROR
+
+    span = traced.span("worker unprintable")
+    assert span.status.description == "UnprintableError: <unprintable UnprintableError>"
+    (event,) = span.events
+    attributes = dict(event.attributes or {})
+    assert attributes["exception.message"] == "<unprintable UnprintableError>"
+    assert str(attributes["exception.type"]).endswith("UnprintableError")
+
+    (event,) = traced.span("worker huge").events
+    attributes = dict(event.attributes or {})
+    assert len(str(attributes["exception.message"])) <= ERROR_TEXT_LIMIT + 100
+    assert len(str(attributes["exception.stacktrace"])) <= ERROR_TEXT_LIMIT + 100
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_recovered_panic_is_an_error_too(kind: str, traced: Traced, pools: Pools) -> None:
     pool = pools(worker(kind, "panicky", raise_(SystemExit(3))), provider=traced.tp)

@@ -54,6 +54,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
     return workers
 
 
+@pytest.mark.django_db  # Django 6's own model checks query the database (SQLite's JSON support)
 def test_the_checks_and_the_pool_of_a_web_process_construct_each_worker_once(
     record: Path, config: DjangoWorkersConfig
 ) -> None:

@@ -12,7 +12,18 @@ import math
 import reprlib
 from typing import Final
 
-__all__ = ["MAX_ATTEMPTS", "MAX_HISTORY_SIZE", "MAX_MULTIPLIER", "MAX_WAIT", "count", "seconds", "shown"]
+from .text import unprintable
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_HISTORY_SIZE",
+    "MAX_MULTIPLIER",
+    "MAX_WAIT",
+    "count",
+    "number_text",
+    "seconds",
+    "shown",
+]
 
 #: The longest wait the pool takes, in seconds (a day): a deferred start, a restart backoff, a stop
 #: timeout, the silence of a watched worker.
@@ -40,10 +51,11 @@ def shown(value: object) -> str:
     try:
         return _short.repr(value)
     except Exception:
-        return f"<unprintable {type(value).__qualname__}>"
+        return unprintable(value)
 
 
-def _bound(value: float) -> str:
+def number_text(value: float) -> str:
+    """A bound as messages show it: ``86400``, ``0.1``."""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
@@ -56,7 +68,7 @@ def seconds(name: str, value: object, low: float = 0.0, high: float = MAX_WAIT, 
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds (int or float), got {shown(value)}")
-    bounds = f"{'>' if low_open else '>='} {_bound(low)} and <= {_bound(high)}"
+    bounds = f"{'>' if low_open else '>='} {number_text(low)} and <= {number_text(high)}"
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number of seconds ({bounds}), got {value!r}")
     if value < low or (low_open and value == low) or value > high:

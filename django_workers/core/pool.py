@@ -448,7 +448,7 @@ class WorkerPool:
             self._idle.notify_all()  # another stop() may be waiting for this thread's worker
             supervisors = list(self._supervisors.values())
         try:
-            return self._stop(timeout, deadline, first_call, supervisors)
+            return self._stop(timeout, deadline, first_call, supervisors, current)
         finally:
             with self._lock:
                 depth = self._stoppers.pop(current) - 1
@@ -461,6 +461,7 @@ class WorkerPool:
         deadline: float,
         first_call: bool,
         supervisors: list[Supervisor],
+        current: threading.Thread,
     ) -> list[str]:
         runtime = self._runtime
         names = tuple(s.name for s in supervisors)
@@ -473,7 +474,6 @@ class WorkerPool:
             if loop is not None:  # async workers were launched
                 loop.call(self._cancel_tasks)
             runtime.events.publish(PoolStopping(names, timeout))
-        current = threading.current_thread()
         with self._idle:
             self._idle.wait_for(
                 lambda: self._running <= len(self._spared(current)), max(0.0, deadline - time.monotonic())

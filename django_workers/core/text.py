@@ -21,6 +21,7 @@ __all__ = [
     "format_stack",
     "safe_repr",
     "safe_str",
+    "unprintable",
 ]
 
 #: The most characters of one error text (a message, a traceback, a stack) that the pool keeps.
@@ -34,7 +35,8 @@ def _type_name(obj: object) -> str:
         return "object"
 
 
-def _unprintable(obj: object) -> str:
+def unprintable(obj: object) -> str:
+    """The text of an object whose ``str()`` or ``repr()`` raised: ``<unprintable TypeName>``."""
     return f"<unprintable {_type_name(obj)}>"
 
 
@@ -80,14 +82,14 @@ def safe_str(obj: object, limit: int = ERROR_TEXT_LIMIT) -> str:
     try:
         text = str(obj)
     except Exception:
-        return _unprintable(obj)
+        return unprintable(obj)
     if type(text) is str and len(text) <= limit and text.isascii():
         return text  # the common case, on every failed attempt: no further call
     if type(text) is not str:  # a str subclass whose methods may misbehave
         try:
             text = str.__str__(text)
         except Exception:  # pragma: no cover - str.__str__ of a str subclass does not raise
-            return _unprintable(obj)
+            return unprintable(obj)
     return _bounded(text, limit, cap)
 
 
@@ -96,7 +98,7 @@ def safe_repr(obj: object, limit: int = ERROR_TEXT_LIMIT) -> str:
     try:
         text = repr(obj)
     except Exception:
-        return _unprintable(obj)
+        return unprintable(obj)
     if type(text) is not str:  # pragma: no cover - repr() itself refuses what is not a str
         text = str.__str__(text)
     return _bounded(text, limit, cap)

@@ -73,10 +73,6 @@ _BACKOFF_KEYS = ("INITIAL", "MAXIMUM", "MULTIPLIER", "JITTER")
 _PORT_MEANING = "Use a TCP port number from 1 to 65535 (0: any free port, logged), or None for no endpoint."
 
 
-def _number_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
 @dataclass(frozen=True)
 class Range:
     """The values one number of the setting may take: the one place that states its range.
@@ -98,7 +94,7 @@ class Range:
 
     def low_bound(self) -> str:
         """The low bound as a condition: ``>= 0``, ``> 0``."""
-        return f"{'>' if self.low_open else '>='} {_number_text(self.low)}"
+        return f"{'>' if self.low_open else '>='} {engine.number_text(self.low)}"
 
     def high_bound(self) -> str:
         """The high bound as a condition, with its unit and note: ``<= 86400 seconds (a day)``."""
@@ -109,13 +105,13 @@ class Range:
 
     def _high(self) -> str:
         note = f" ({self.high_note})" if self.high_note else ""
-        return f"{_number_text(self.high)}{self._unit()}{note}"
+        return f"{engine.number_text(self.high)}{self._unit()}{note}"
 
     def describe(self) -> str:
         """The range in words: ``from 0 to 86400 seconds (a day)``."""
         if self.low_open:
-            return f"more than {_number_text(self.low)} and at most {self._high()}"
-        return f"from {_number_text(self.low)} to {self._high()}"
+            return f"more than {engine.number_text(self.low)} and at most {self._high()}"
+        return f"from {engine.number_text(self.low)} to {self._high()}"
 
     def hint(self) -> str:
         """The hint of a message about this number."""
@@ -193,9 +189,8 @@ _WAIT = Range(0, engine.MAX_WAIT, "seconds", high_note="a day")
 _POSITIVE_WAIT = Range(0, engine.MAX_WAIT, "seconds", low_open=True, high_note="a day")
 
 
-def shown(value: object) -> str:
-    """A value for a message, never raising: its (truncated) repr, or the size of a huge int."""
-    return engine.shown(value)
+#: A value for a message, never raising: its (truncated) repr, or the size of a huge int.
+shown = engine.shown
 
 
 def got(value: object) -> str:
@@ -400,10 +395,10 @@ def backoff(keys: tuple[object, ...], value: object, base: Backoff) -> tuple[Bac
     try:
         return Backoff(**numbers), messages
     except (TypeError, ValueError) as exc:
-        day = _number_text(engine.MAX_WAIT)
+        day = engine.number_text(engine.MAX_WAIT)
         hint = (
             f"Use INITIAL from 0 (restart at once) to {day} seconds (a day), MAXIMUM from INITIAL to "
-            f"{day}, MULTIPLIER from 1 to {_number_text(engine.MAX_MULTIPLIER)} and JITTER from 0 to 1. "
+            f"{day}, MULTIPLIER from 1 to {engine.number_text(engine.MAX_MULTIPLIER)} and JITTER from 0 to 1. "
             "Missing keys are taken from the defaults (for a worker, from the pool's RESTART_BACKOFF)."
         )
         return None, [*messages, error(E_OUT_OF_RANGE, f"{place} is out of range: {exc}.", hint)]

@@ -70,7 +70,7 @@ class ThreadDriver:
         starting many threads miss its benchmark).
         """
         supervisor = self.supervisor
-        first = None if supervisor.policy.deferred_start_threshold else supervisor.begin_attempt()
+        first = None if supervisor.deferral() else supervisor.begin_attempt()
         self.thread = threading.Thread(
             target=self._run,
             args=(first,),
@@ -81,20 +81,19 @@ class ThreadDriver:
 
     def _run(self, first: WorkerContext | None) -> None:
         supervisor = self.supervisor
-        cancel = supervisor.runtime.cancel
+        flag = supervisor.flag  # set by a stop or a control: the waits end early for nothing else
         base, attempt = self.base, self._attempt
         try:
             ctx = first
             if ctx is None:
-                delay: float | None = supervisor.policy.deferred_start_threshold
-                if delay and cancel.wait(delay):
-                    return  # stopped while deferred: never starts
-                ctx = supervisor.begin_attempt()
+                delay: float | None = supervisor.deferral()
+                # Woken while deferred: stopped (it never starts), paused, or restarted.
+                ctx = supervisor.after_wake() if delay and flag.wait(delay) else supervisor.begin_attempt()
             while ctx is not None:
                 delay = supervisor.end_attempt(base.copy().run(attempt, ctx))
-                if delay is None or (delay > 0 and cancel.wait(delay)):
+                if delay is None:
                     return
-                ctx = supervisor.begin_attempt()
+                ctx = supervisor.after_wake() if delay > 0 and flag.wait(delay) else supervisor.begin_attempt()
         except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
             _supervision_failed(supervisor)
         finally:
@@ -120,6 +119,9 @@ class ThreadDriver:
         Nothing when that attempt has ended meanwhile: the next one is not the silent one.
         """
         self.supervisor.interrupt(attempt)
+
+    def wake(self) -> None:
+        """Nothing to do: the supervisor set the flag that the attempt and the waits watch."""
 
     def stack(self, frames: dict[int, FrameType]) -> str:
         """Where the thread is now."""
@@ -150,10 +152,10 @@ class TaskDriver:
         supervisor = self.supervisor
         cancel = supervisor.runtime.cancel
         try:
-            delay: float | None = supervisor.policy.deferred_start_threshold
-            if delay and await self._pause(delay):
-                return  # stopped while deferred: never starts
-            while (ctx := supervisor.begin_attempt()) is not None:
+            delay: float | None = supervisor.deferral()
+            # Woken while deferred: stopped (it never starts), paused, or restarted.
+            ctx = supervisor.after_wake() if delay and await self._pause(delay) else supervisor.begin_attempt()
+            while ctx is not None:
                 # The task runs in a context of its own: each attempt sets the variable anew.
                 worker_context.set(ctx)
                 hooks = supervisor.runtime.attempt_hooks
@@ -166,26 +168,43 @@ class TaskDriver:
                         await supervisor.worker.run(ctx)
                 except asyncio.CancelledError as exc:
                     error = None if cancel.is_set() else exc  # cancelled by stop(): a clean end
+                    if error is not None:
+                        self._uncancel()  # cancelled by the pool for a control or a silence: the task goes on
                 except BaseException as exc:
                     error = exc
                 delay = supervisor.end_attempt(error)
                 # A zero delay still pauses: a worker failing without ever suspending, restarted
                 # with no backoff, would otherwise monopolise the loop.
-                if delay is None or await self._pause(delay):
+                if delay is None:
                     return
+                ctx = supervisor.after_wake() if await self._pause(delay) else supervisor.begin_attempt()
         except BaseException:  # pragma: no cover - a bug in the pool itself or a listener
             _supervision_failed(supervisor)
         finally:
             supervisor.finish()
 
     async def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` on the loop (0 still yields to it); True when the pool is stopping."""
-        if self.supervisor.runtime.cancel.is_set():  # stop() came before this task's first step
+        """Wait ``seconds`` on the loop (0 still yields to it); True when woken early.
+
+        Woken early: the pool is stopping, or a control cancelled the wait (:meth:`wake`).
+        """
+        supervisor = self.supervisor
+        # stop() came before this task's first step, or a control that _wake() could not deliver.
+        if supervisor.runtime.cancel.is_set() or supervisor.has_control():
             return True
         try:
             return await self.loop.signal.wait(seconds)  # stop() wakes it: no cancellation needed
         except asyncio.CancelledError:
+            if not self.supervisor.runtime.cancel.is_set():
+                self._uncancel()
             return True
+
+    def _uncancel(self) -> None:
+        # The pool's own cancellation, handled: later awaits (asyncio.timeout() among them) must
+        # not see the task as still being cancelled.
+        task = self.task
+        if task is not None and task.cancelling():
+            task.uncancel()
 
     def cancel(self, spared: frozenset[asyncio.Task[Any]]) -> None:
         """On the loop thread, at stop: cancel the task unless it is in ``spared``.
@@ -207,6 +226,17 @@ class TaskDriver:
         # On the loop thread: cancel the task if it is still in that attempt.
         if self.task is not None and self.supervisor.running_attempt() == attempt:
             self.task.cancel()
+
+    def wake(self) -> None:
+        """Cancel the task's attempt or wait, from any thread, for a pending control."""
+        self.loop.call(self._wake)
+
+    def _wake(self) -> None:
+        # On the loop thread, between the task's steps: only while the control is still pending
+        # (once followed, a cancellation would hit the next attempt).
+        task = self.task
+        if task is not None and self.started and not task.done() and self.supervisor.has_control():
+            task.cancel()
 
     def stack(self, frames: dict[int, FrameType]) -> str:
         """Where the task is now: its await chain, or the loop's stack when it blocks the loop."""

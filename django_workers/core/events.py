@@ -44,9 +44,11 @@ __all__ = [
     "PoolStopped",
     "PoolStopping",
     "ReportedEvent",
+    "WorkerControlled",
     "WorkerDeferred",
     "WorkerEvent",
     "WorkerFinished",
+    "WorkerPaused",
     "WorkerRestarting",
     "WorkerSilent",
     "WorkerStopTimedOut",
@@ -173,6 +175,37 @@ class WorkerStopTimedOut(NamedTuple):
     stack: str
 
 
+class WorkerControlled(NamedTuple):
+    """An operator asked to restart, pause or resume the worker (``action``; ``by``: who, or "").
+
+    The record says it: ``restart requested by <by>``, ``paused by <by>``, ``resumed by <by>``
+    (without " by …" when ``by`` is empty). ``status`` is unchanged by the request itself: a
+    restart or pause of a running attempt cancels it, and the attempt ends as it ends at a stop;
+    then a restart begins a fresh run (attempt 1 of a new budget), a pause publishes
+    :class:`WorkerPaused`, and a resume begins a fresh run.
+    """
+
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
+    action: str
+    by: str
+
+
+class WorkerPaused(NamedTuple):
+    """A pause took effect: no attempt runs until a resume (or a restart); status ``paused``."""
+
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
+
+
 class WorkerFinished(NamedTuple):
     """The worker's supervision ended (published last, in the thread or task that ran it)."""
 
@@ -193,6 +226,8 @@ ReportedEvent = (
     | AttemptsExhausted
     | WorkerSilent
     | WorkerStopTimedOut
+    | WorkerControlled
+    | WorkerPaused
 )
 WorkerEvent = ReportedEvent | WorkerFinished
 LifecycleEvent = PoolEvent | WorkerEvent
@@ -211,6 +246,8 @@ EVENT_TYPES: tuple[type[LifecycleEvent], ...] = (
     AttemptsExhausted,
     WorkerSilent,
     WorkerStopTimedOut,
+    WorkerControlled,
+    WorkerPaused,
     WorkerFinished,
 )
 

@@ -20,6 +20,8 @@ class WorkerStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
     ERROR = "error"
+    #: An operator paused the worker: no attempt runs until it is resumed (healthy).
+    PAUSED = "paused"
 
 
 class WorkerExecutionEvent(NamedTuple):
@@ -98,6 +100,8 @@ class WorkerExecution:
     exhausted: bool = False
     #: True when the worker did not return within ``stop()``'s deadline.
     timed_out: bool = False
+    #: True while an operator holds the worker paused (its status is ``paused`` once no attempt runs).
+    paused: bool = False
 
     @property
     def last_traceback(self) -> str | None:

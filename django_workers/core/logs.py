@@ -20,7 +20,9 @@ from .events import (
     PoolStarted,
     PoolStopped,
     PoolStopping,
+    WorkerControlled,
     WorkerDeferred,
+    WorkerPaused,
     WorkerRestarting,
     WorkerSilent,
     WorkerStopTimedOut,
@@ -42,6 +44,8 @@ EVENT_LEVELS: dict[type[LifecycleEvent], int] = {
     AttemptsExhausted: logging.ERROR,
     WorkerSilent: logging.ERROR,
     WorkerStopTimedOut: logging.ERROR,
+    WorkerControlled: logging.INFO,
+    WorkerPaused: logging.INFO,
     PoolStarted: logging.INFO,
     PoolStopping: logging.INFO,
     PoolStopped: logging.INFO,
@@ -82,7 +86,14 @@ class LoggingListener:
                 extra = {"worker": worker, "workerExecutionID": execution_id}
                 then = "cancelling the attempt" if restarting else "it may be hung"
                 log(level, "%s: %s", record.message, then, extra=extra)
-            case WorkerDeferred() | AttemptStarted() | AttemptSucceeded() | AttemptsExhausted():
+            case (
+                WorkerDeferred()
+                | AttemptStarted()
+                | AttemptSucceeded()
+                | AttemptsExhausted()
+                | WorkerControlled()
+                | WorkerPaused()
+            ):
                 extra = {"worker": event.worker, "workerExecutionID": event.execution_id}
                 log(level, "%s", event.record.message, extra=extra)
             case PoolStarted(workers=workers):

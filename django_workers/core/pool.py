@@ -19,7 +19,7 @@ from .events import EventRouter, Listener, PoolStarted, PoolStopped, PoolStoppin
 from .execution import WorkerExecution
 from .logs import LoggingListener
 from .loop import EventLoopThread
-from .supervisor import AttemptHook, PoolRuntime, SupervisionPolicy, Supervisor
+from .supervisor import PAUSE, RESTART, RESUME, AttemptHook, PoolRuntime, SupervisionPolicy, Supervisor
 from .watchdog import Watchdog
 from .worker import Worker, worker_name
 
@@ -257,6 +257,56 @@ class WorkerPool:
         """True once ``stop()`` was called."""
         return self._stopping
 
+    # -- control ------------------------------------------------------------------------------
+
+    def restart(self, name: str, by: str = "") -> None:
+        """Restart a worker now, as a fresh run: attempt 1 of a whole budget, without deferral.
+
+        A running attempt is cancelled (a sync worker sees ``ctx.cancelled``, an async worker's
+        task is cancelled) and ends as it would at a stop; a backoff or deferral wait ends at
+        once; a worker that finished (or gave up, or is paused) runs again. ``by`` names who asked
+        (the event reads ``restart requested by <by>``). Returns at once, from any thread.
+        ``LookupError`` for an unknown name, ``RuntimeError`` once ``stop()`` was called.
+        """
+        self._control(name, RESTART, by)
+
+    def pause(self, name: str, by: str = "") -> None:
+        """Pause a worker until :meth:`resume` (or :meth:`restart`); status ``paused``, healthy.
+
+        Its running attempt is cancelled (as :meth:`restart` does) and no other starts.
+
+        Before ``start()``, the worker is simply not started (how ``runworkers`` keeps a worker
+        paused across its restarts). Pausing a paused worker does nothing. Returns at once.
+        """
+        self._control(name, PAUSE, by)
+
+    def resume(self, name: str, by: str = "") -> None:
+        """Resume a paused worker: a fresh run starts at once (or with the pool, before ``start()``).
+
+        Resuming a worker that is not paused does nothing. Returns at once.
+        """
+        self._control(name, RESUME, by)
+
+    def _control(self, name: str, action: str, by: str) -> None:
+        if not isinstance(by, str):
+            raise TypeError(f"by must be a str (who asked), got {limits.shown(by)}")
+        with self._lock:
+            supervisor = self._supervisors.get(name)
+            if supervisor is None:
+                raise LookupError(f"execution for worker {name} was not found")
+            if self._stopping:
+                raise RuntimeError(f"cannot {action} worker {name!r}: the pool is stopped")
+            # Listeners run outside the pool's lock, but the decision (and the count of running
+            # workers) must not race with the end of the worker's driver: taken under it.
+            launch = supervisor.request(
+                action, by, launched=self._started, active=self._started and not supervisor.done
+            )
+            if launch:
+                supervisor.done = False
+                self._running += 1
+        if launch:
+            self._launch([supervisor], fresh=True)
+
     # -- running ------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -270,7 +320,12 @@ class WorkerPool:
                 raise RuntimeError("the pool is already started; a WorkerPool can be started once")
             self._started = True
             self._base_context = contextvars.copy_context()
-            supervisors = list(self._supervisors.values())
+            supervisors = []
+            for supervisor in self._supervisors.values():
+                if supervisor.paused:  # paused before the start: not launched until resumed
+                    supervisor.done = True
+                else:
+                    supervisors.append(supervisor)
             self._running += len(supervisors)
             launcher = threading.current_thread()
             for supervisor in supervisors:  # from now on: a PoolStarted listener may call stop()
@@ -279,8 +334,9 @@ class WorkerPool:
         self._runtime.events.publish(PoolStarted(tuple(s.name for s in supervisors)))
         self._launch(supervisors)
 
-    def _launch(self, supervisors: Sequence[Supervisor]) -> None:
-        # Called without the lock; each supervisor is launched exactly once (by start() or register()).
+    def _launch(self, supervisors: Sequence[Supervisor], fresh: bool = False) -> None:
+        # Called without the lock; each supervisor is launched once by start() or register(), and
+        # again (fresh: a restart or resume; no deferral) each time a control revives it.
         # A listener called here (a deferral, a first attempt) may stop the pool: from then on the
         # rest is never launched (retired), and no thread starts that did not begin an attempt.
         base = self._base_context
@@ -297,7 +353,10 @@ class WorkerPool:
                 if cancel.is_set():
                     supervisor.retire()
                     continue
-                supervisor.prepare()
+                if fresh:
+                    self._forget_driver(supervisor)
+                else:
+                    supervisor.prepare()
                 if supervisor.is_async:
                     async_ones.append(supervisor)
                 elif cancel.is_set():  # stopped by a listener of its deferral
@@ -329,6 +388,17 @@ class WorkerPool:
             with self._lock:
                 for supervisor in supervisors:
                     self._launchers.pop(supervisor, None)
+
+    def _forget_driver(self, supervisor: Supervisor) -> None:
+        # The ended driver of a worker launched again (its thread or task is over).
+        driver = supervisor.driver
+        with self._lock:
+            if isinstance(driver, ThreadDriver):
+                self._threads.remove(driver)
+                if driver.thread is not None:
+                    self._owners.pop(driver.thread, None)
+            elif isinstance(driver, TaskDriver):
+                self._tasks.remove(driver)
 
     def _event_loop(self) -> EventLoopThread:
         with self._lock:
@@ -375,11 +445,16 @@ class WorkerPool:
 
     def _worker_finished(self, supervisor: Supervisor) -> None:
         with self._lock:
-            supervisor.done = True
-            self._running -= 1
-            # No stop() can end its wait while more are running than it may leave running.
-            if self._running <= len(self._stoppers) + len(self._launchers):
-                self._idle.notify_all()
+            # A control that came as the driver was ending, too late for it to follow.
+            control = None if self._stopping else supervisor.take_control()
+            if control != RESTART:
+                supervisor.done = True
+                self._running -= 1
+                # No stop() can end its wait while more are running than it may leave running.
+                if self._running <= len(self._stoppers) + len(self._launchers):
+                    self._idle.notify_all()
+        if control is not None and supervisor.follow_control(control) is not None:
+            self._launch([supervisor], fresh=True)
 
     def _spared(self, caller: threading.Thread) -> set[Supervisor]:
         """The running workers that a stop() called in ``caller`` does not wait for (under the lock).

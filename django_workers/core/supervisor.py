@@ -34,8 +34,10 @@ from .events import (
     AttemptStarted,
     AttemptSucceeded,
     EventRouter,
+    WorkerControlled,
     WorkerDeferred,
     WorkerFinished,
+    WorkerPaused,
     WorkerRestarting,
     WorkerSilent,
     WorkerStopTimedOut,
@@ -44,7 +46,7 @@ from .execution import Failure, WorkerExecution, WorkerExecutionEvent, WorkerSil
 from .loop import EventLoopThread
 from .worker import Worker, is_async_worker
 
-__all__ = ["AttemptHook", "Driver", "PoolRuntime", "SupervisionPolicy", "Supervisor"]
+__all__ = ["CONTROL_ACTIONS", "AttemptHook", "Driver", "PoolRuntime", "SupervisionPolicy", "Supervisor"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -53,7 +55,13 @@ logger = logging.getLogger(LOGGER_NAME)
 AttemptHook = Callable[[WorkerContext], AbstractContextManager[Any]]
 
 DEFERRED, RUNNING = WorkerStatus.DEFERRED, WorkerStatus.RUNNING
-SUCCESS, ERROR = WorkerStatus.SUCCESS, WorkerStatus.ERROR
+SUCCESS, ERROR, PAUSED = WorkerStatus.SUCCESS, WorkerStatus.ERROR, WorkerStatus.PAUSED
+
+#: What an operator can ask of a worker (:meth:`Supervisor.request`).
+RESTART, PAUSE, RESUME = "restart", "pause", "resume"
+CONTROL_ACTIONS = (RESTART, PAUSE, RESUME)
+_CONTROL_MESSAGES = {RESTART: "restart requested", PAUSE: "paused", RESUME: "resumed"}
+PAUSED_MESSAGE = "execution paused until resumed"
 
 
 #: Execution ids are made 256 at a time, from one os.urandom() call and with each digit position
@@ -106,6 +114,9 @@ class Driver(Protocol):
 
     def cancel_attempt(self, attempt: int) -> None:
         """Cancel the running attempt ``attempt`` (a silent one), from any thread."""
+
+    def wake(self) -> None:
+        """Cancel the running attempt, or end the deferral or backoff wait, for a pending control."""
 
     def stack(self, frames: dict[int, FrameType]) -> str:
         """Where the worker is now (``frames``: ``sys._current_frames()``)."""
@@ -165,11 +176,17 @@ class Supervisor:
         # -- the report (under runtime.state_lock) --
         self._status = WorkerStatus.UNKNOWN
         self._execution_id = ""
+        #: The id is the next attempt's (given before the attempt, for its deferral's event).
+        self._id_unused = False
         self._attempt = 0
         self._events: deque[WorkerExecutionEvent] = deque(maxlen=policy.history_size)
         self._failure: Failure | None = None
         self._exhausted = False
         self._timed_out = False
+        #: An operator holds the worker paused; the control waiting for the current attempt (or
+        #: wait) to end: RESTART or PAUSE, else None.
+        self._paused = False
+        self._control: str | None = None
         # -- supervision --
         #: True once supervision has ended (the worker will never run again).
         self.done = False
@@ -178,11 +195,17 @@ class Supervisor:
         #: Restarts so far (the backoff's n), and when the running attempt began (monotonic).
         self._restarts = 0
         self._began = 0.0
-        #: Hang detection: the last sign of life of the running attempt (monotonic), the attempt
-        #: found silent (0: none), and that attempt's own stop flag (with restart_on_silence).
+        #: Hang detection: the last sign of life of the running attempt (monotonic) and the attempt
+        #: found silent (0: none).
         self.last_beat = 0.0
         self._silenced = 0
-        self._attempt_cancel: threading.Event | None = None
+        #: The stop flag of the worker's attempts (``ctx.cancelled``), and what its deferral and
+        #: backoff waits wait on: set at stop, for a silent attempt (restart_on_silence) and for a
+        #: control; cleared when an attempt begins. Set only then, so a wait it ends always has a
+        #: reason: the pool stopping or a pending control.
+        self.flag = threading.Event()
+        #: A run after a restart or resume: no deferral.
+        self.fresh = False
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -219,6 +242,7 @@ class Supervisor:
                 silent=watched and silence >= (policy.max_silence or 0),
                 exhausted=self._exhausted,
                 timed_out=self._timed_out,
+                paused=self._paused,
             )
 
     # -- recording: the state changes under the lock, then the event is published -------------
@@ -239,7 +263,8 @@ class Supervisor:
         worker's thread or task exists, so both are there as soon as that call returns.
         """
         self._execution_id = _new_execution_id()
-        delay = self.policy.deferred_start_threshold
+        self._id_unused = True
+        delay = self.deferral()
         if delay:
             record = self._record(DEFERRED, f"deferring execution attempt for {delay:g} seconds")
             self.runtime.events.emit(
@@ -253,6 +278,10 @@ class Supervisor:
                 delay,
             )
 
+    def deferral(self) -> float:
+        """Seconds to wait before the first attempt: the policy's, except for a fresh run."""
+        return 0.0 if self.fresh else self.policy.deferred_start_threshold
+
     def begin_attempt(self) -> WorkerContext | None:
         """Start the next attempt unless the pool is stopping: give it its id, record, publish.
 
@@ -261,34 +290,35 @@ class Supervisor:
         """
         runtime, policy = self.runtime, self.policy
         attempt = self._attempt + 1
-        # The first attempt's id was given by prepare(); every further attempt gets a new one.
-        execution_id = self._execution_id if attempt == 1 else _new_execution_id()
+        # The first attempt's id was given by prepare() (or a control before it); others get a new one.
+        execution_id = self._execution_id if self._id_unused else _new_execution_id()
         # The beat first: the watchdog, once it sees the attempt running, must not read the
         # previous attempt's last beat (a long backoff would look like silence).
         self._began = self.last_beat = monotonic()
         record = _event(execution_id, f"starting execution attempt {attempt}/{self._of}", datetime.now(UTC))
-        # A sync attempt's own stop flag (restart_on_silence), so the watchdog can cancel this
-        # attempt alone (an async attempt is cancelled through its task).
-        own = threading.Event() if policy.restart_on_silence and not self.is_async else None
+        flag = self.flag
         with runtime.state_lock:
             # stop() sets the pool's flag under this lock: an attempt is recorded before it or not at all.
             if runtime.cancel.is_set():
                 return None
-            self._execution_id = execution_id
-            self._attempt = attempt
-            self._status = RUNNING
-            self._events.append(record)
-            if own is not None:
-                self._attempt_cancel = own
+            control, self._control = self._control, None
+            if control is None:
+                self._execution_id = execution_id
+                self._id_unused = False
+                self._attempt = attempt
+                self._status = RUNNING
+                self._events.append(record)
+                flag.clear()  # under the lock, where stop() and controls set it
+        if control is not None:  # requested before this attempt began: followed instead
+            return None if self.follow_control(control) is None else self.begin_attempt()
         maximum = policy.max_executions_attempts
         runtime.events.emit(AttemptStarted, self.name, execution_id, attempt, maximum, record, RUNNING)
-        cancel = runtime.cancel if own is None else own
         return WorkerContext(
             self.name,
             execution_id,
             attempt,
             maximum,
-            cancel,
+            flag,
             runtime.extensions,
             self if policy.max_silence is not None else None,
             runtime.loop.signal if runtime.loop is not None else None,
@@ -304,6 +334,10 @@ class Supervisor:
         runtime, policy = self.runtime, self.policy
         events = runtime.events
         attempt, execution_id, maximum = self._attempt, self._execution_id, policy.max_executions_attempts
+        with runtime.state_lock:
+            control, self._control = self._control, None
+        if control is not None and not runtime.cancel.is_set():
+            return self._end_controlled(control, error)
         if self._silenced == attempt and (error is None or isinstance(error, asyncio.CancelledError)):
             # Cancelled by the watchdog, not by a stop: the attempt failed.
             error = WorkerSilenceError(f"no heartbeat for {policy.max_silence:g} seconds")
@@ -346,6 +380,155 @@ class Supervisor:
         )
         return delay
 
+    def _end_controlled(self, control: str, error: BaseException | None) -> float | None:
+        """End an attempt an operator cancelled: as at a stop, then restart at once or pause."""
+        attempt, execution_id, maximum = self._attempt, self._execution_id, self.policy.max_executions_attempts
+        duration = monotonic() - self._began
+        events = self.runtime.events
+        if error is None or isinstance(error, asyncio.CancelledError):
+            record = self._record(SUCCESS, f"stopping execution attempt {attempt}/{self._of} with success")
+            events.emit(AttemptSucceeded, self.name, execution_id, attempt, maximum, record, SUCCESS, duration)
+        else:
+            panic = not isinstance(error, Exception)
+            failure = Failure(error, panic)
+            outcome = "recovered panic" if panic else "error"
+            message = f"stopping execution attempt {attempt}/{self._of} with {outcome}: {failure.message}"
+            record = WorkerExecutionEvent(execution_id, message, datetime.now(UTC))
+            with self.runtime.state_lock:
+                self._status = ERROR
+                self._failure = failure
+                self._events.append(record)
+            events.emit(AttemptFailed, self.name, execution_id, attempt, maximum, record, ERROR, duration, failure)
+        return self.follow_control(control)
+
+    def follow_control(self, control: str) -> float | None:
+        """Apply a control taken from ``_control``: the delay before the next attempt, or None.
+
+        RESTART gives 0.0 (a fresh run begins at once); PAUSE records the pause and gives None.
+        """
+        if control == RESTART:
+            self.reset_run()
+            return 0.0
+        self._record_paused()
+        return None
+
+    def reset_run(self) -> None:
+        """Start a fresh run: the next attempt is number 1 of a whole budget, without deferral."""
+        with self.runtime.state_lock:
+            self._attempt = 0
+            self._restarts = 0
+            self._silenced = 0
+            self._exhausted = False
+            self.fresh = True
+
+    def _record_paused(self) -> None:
+        record = self._record(PAUSED, PAUSED_MESSAGE)
+        maximum = self.policy.max_executions_attempts
+        self.runtime.events.emit(WorkerPaused, self.name, record.execution_id, self._attempt, maximum, record, PAUSED)
+
+    def after_wake(self) -> WorkerContext | None:
+        """What follows a deferral or backoff wait that ended early.
+
+        Nothing when the pool is stopping or the control was a pause, else (a restart) a fresh
+        run's first attempt.
+        """
+        with self.runtime.state_lock:
+            if self.runtime.cancel.is_set():
+                return None
+            control, self._control = self._control, None
+        if control is not None and self.follow_control(control) is None:
+            return None
+        return self.begin_attempt()
+
+    # -- control (called by the pool, from any thread) ------------------------------------------
+
+    def request(self, action: str, by: str, *, launched: bool, active: bool) -> bool:
+        """Record an operator's ``action`` and act on it; True when the pool must launch a fresh run.
+
+        ``launched``: the pool has started; ``active``: a driver runs the worker now (an attempt,
+        or the wait before one). An active worker gets the control as pending and is woken (its
+        attempt cancelled): its driver follows it. An inactive one (finished, paused, or not yet
+        started) is paused at once, or needs a fresh run (restart, resume) once the pool runs.
+        A pause of a paused worker and a resume of a worker that is not paused change nothing
+        and record nothing. Called under the pool's lock.
+        """
+        if action not in CONTROL_ACTIONS:
+            raise ValueError(f"unknown control action {action!r}; the actions are {', '.join(CONTROL_ACTIONS)}")
+        text = _CONTROL_MESSAGES[action] + (f" by {by}" if by else "")
+        runtime = self.runtime
+        launch = wake = pause_now = False
+        with runtime.state_lock:
+            if runtime.cancel.is_set():
+                raise RuntimeError(f"cannot {action} worker {self.name!r}: the pool is stopping")
+            pending = self._control
+            if action == PAUSE:
+                if self._paused:
+                    return False
+                self._paused = True
+                if active:
+                    self._control, wake = PAUSE, pending is None
+                else:
+                    pause_now = True
+            elif action == RESUME:
+                if not self._paused:
+                    return False
+                self._paused = False
+                if active:  # the pause has not taken effect yet: its attempt was cancelled, so run afresh
+                    self._control = RESTART
+                else:
+                    launch = launched
+                    if not launched:
+                        self._status = WorkerStatus.UNKNOWN
+            else:
+                self._paused = False
+                if active:
+                    self._control, wake = RESTART, pending is None
+                else:
+                    launch = launched
+                    if not launched and self._status is PAUSED:
+                        self._status = WorkerStatus.UNKNOWN
+            if not self._execution_id:  # a pause before start(): the report has an id to show
+                self._execution_id = _new_execution_id()
+                self._id_unused = True
+            if wake:
+                self.flag.set()
+            record = WorkerExecutionEvent(self._execution_id, text, datetime.now(UTC))
+            self._events.append(record)
+            status = self._status
+        self.runtime.events.emit(
+            WorkerControlled,
+            self.name,
+            record.execution_id,
+            self._attempt,
+            self.policy.max_executions_attempts,
+            record,
+            status,
+            action,
+            by,
+        )
+        if pause_now:
+            self._record_paused()
+        if wake and self.driver is not None:
+            self.driver.wake()
+        if launch:
+            self.reset_run()
+        return launch
+
+    def take_control(self) -> str | None:
+        """The pending control, consumed (the pool, when the driver ended before seeing it)."""
+        with self.runtime.state_lock:
+            control, self._control = self._control, None
+            return control
+
+    @property
+    def paused(self) -> bool:
+        """True while an operator holds the worker paused."""
+        return self._paused
+
+    def has_control(self) -> bool:
+        """True while a control waits for the driver to follow it."""
+        return self._control is not None
+
     def retire(self) -> None:
         """End supervision of a worker that was never launched: the pool stopped first."""
         if not self._execution_id:  # the first attempt's id exists from start() on, even unused
@@ -367,17 +550,15 @@ class Supervisor:
     # -- stop ------------------------------------------------------------------------------------
 
     def interrupt(self, attempt: int = 0) -> None:
-        """Set the stop flag of a sync attempt that has one of its own (``restart_on_silence``).
+        """Set the worker's stop flag (``ctx.cancelled``).
 
-        That of attempt number ``attempt`` only, if it is still the current one (a silent attempt;
-        the next one has a flag of its own); with 0, the current one's (the pool is stopping).
+        For attempt number ``attempt`` only if it is still running (a silent attempt); with 0,
+        whatever it does (the pool is stopping).
         """
         with self.runtime.state_lock:
-            if attempt and attempt != self._attempt:
+            if attempt and (attempt != self._attempt or self._status is not RUNNING):
                 return
-            cancel = self._attempt_cancel
-        if cancel is not None:
-            cancel.set()
+            self.flag.set()  # under the lock: begin_attempt() clears it there
 
     def time_out(self, timeout: float, stack: str) -> None:
         """Report that the worker did not return within ``stop()``'s deadline (status unchanged).

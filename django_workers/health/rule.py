@@ -12,7 +12,8 @@ A worker is unhealthy when it is
 - silent: registered with ``max_silence`` and its running attempt stopped calling ``ctx.heartbeat()``;
 - in ``error`` while the pool is stopping: nothing restarts it then.
 
-An ``error`` between two attempts, while a restart is pending, is healthy: it is transient.
+An ``error`` between two attempts, while a restart is pending, is healthy: it is transient. A
+``paused`` worker is healthy: an operator holds it (its item says ``paused``).
 Problems are facts of the snapshot (fields), never text found in its events.
 """
 

@@ -17,6 +17,10 @@ Yokai does: lower-cased, spaces and dashes replaced by ``_``, so ``"My-App"`` gi
   ``status`` is ``started``, ``success`` or ``error`` for execution attempts (a recovered panic
   counts as ``error``), or ``restarted`` for restarts.
 - ``workers_running{worker}`` (gauge): 1 while an attempt runs, else 0.
+- ``worker_status{worker, status}`` (gauge): 1 for the worker's current status, 0 for the others
+  (:data:`STATUSES`: ``unknown``, ``deferred``, ``running``, ``success``, ``error``, ``exhausted``
+  — its last allowed attempt failed, it will not run again — and ``paused``). An alert on
+  ``worker_status{status="exhausted"} == 1`` fires for a worker that gave up.
 - ``worker_execution_duration_seconds{worker, status}`` (histogram, ``status`` ``success`` or
   ``error``): how long each attempt ran, with buckets from 10 ms to a day (:data:`DURATION_BUCKETS`).
 - ``worker_recorder_dropped_events_total`` (counter) and
@@ -34,7 +38,8 @@ prometheus_client is imported, in every process, and expose a registry holding a
 ``prometheus_client.multiprocess.MultiProcessCollector`` rather than registering this object
 (:func:`django_workers.observability.exposition.exposition_registry` does). Counters and the
 histogram are summed over processes. The gauges declare how they aggregate: ``workers_running``
-with ``livesum`` (the number of attempts running in the processes alive now) and
+and ``worker_status`` with ``livesum`` (the number of processes alive now where an attempt runs,
+or where the worker is in that status) and
 ``worker_last_heartbeat_timestamp_seconds`` with ``max`` (the latest heartbeat of any process).
 The modes are ignored outside multiprocess mode.
 """
@@ -42,6 +47,7 @@ The modes are ignored outside multiprocess mode.
 from __future__ import annotations
 
 import math
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -58,12 +64,15 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 
 from ..core.events import (
     AttemptFailed,
+    AttemptsExhausted,
     AttemptStarted,
     AttemptSucceeded,
     LifecycleEvent,
     PoolStarted,
+    ReportedEvent,
     WorkerDeferred,
     WorkerFinished,
+    WorkerPaused,
     WorkerRestarting,
 )
 from .names import metric_prefix, worker_label
@@ -71,7 +80,11 @@ from .names import metric_prefix, worker_label
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector, CollectorRegistry
 
-__all__ = ["DURATION_BUCKETS", "EXECUTIONS_HELP", "WorkerMetrics", "worker_label"]
+__all__ = ["DURATION_BUCKETS", "EXECUTIONS_HELP", "STATUSES", "WorkerMetrics", "worker_label"]
+
+#: The values of the ``status`` label of ``worker_status``: the statuses of
+#: :class:`~django_workers.WorkerStatus`, with ``exhausted`` for an ``error`` that is final.
+STATUSES: tuple[str, ...] = ("unknown", "deferred", "running", "success", "error", "exhausted", "paused")
 
 #: Histogram buckets (seconds) of attempt durations: workers run from milliseconds to days.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -99,7 +112,18 @@ EXECUTIONS_HELP = "Total number of workers executions"
 class _Series:
     """The labelled children of one worker, created once and reused on every event."""
 
-    __slots__ = ("duration_error", "duration_success", "error", "restarted", "running", "started", "success")
+    __slots__ = (
+        "duration_error",
+        "duration_success",
+        "error",
+        "lock",
+        "restarted",
+        "running",
+        "started",
+        "status",
+        "statuses",
+        "success",
+    )
 
     def __init__(self, metrics: WorkerMetrics, label: str) -> None:
         executions = metrics._executions
@@ -110,6 +134,18 @@ class _Series:
         self.running = metrics._running.labels(label)
         self.duration_success = metrics._duration.labels(label, "success")
         self.duration_error = metrics._duration.labels(label, "error")
+        self.statuses = {status: metrics._status.labels(label, status) for status in STATUSES}
+        self.statuses["unknown"].set(1)
+        self.status = "unknown"
+        #: A control publishes from the requester's thread: one status at 1, whoever publishes.
+        self.lock = threading.Lock()
+
+    def set_status(self, status: str) -> None:
+        with self.lock:
+            if status != self.status:
+                self.statuses[self.status].set(0)
+                self.statuses[status].set(1)
+                self.status = status
 
 
 class WorkerMetrics:
@@ -146,6 +182,15 @@ class WorkerMetrics:
             subsystem=sub,
             registry=None,
         )
+        self._status = Gauge(
+            "worker_status",
+            "1 for the current status of the worker (exhausted: it gave up; paused: held by an operator), else 0.",
+            ("worker", "status"),
+            multiprocess_mode="livesum",
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
         self._duration = Histogram(
             "worker_execution_duration_seconds",
             "Duration of worker execution attempts, by outcome.",
@@ -176,7 +221,7 @@ class WorkerMetrics:
     @property
     def collectors(self) -> tuple[Collector, ...]:
         """The prometheus_client metrics, in the order they are registered."""
-        return (self._executions, self._running, self._duration, self._dropped, self._heartbeat)
+        return (self._executions, self._running, self._status, self._duration, self._dropped, self._heartbeat)
 
     # -- registries -----------------------------------------------------------------------------
 
@@ -235,24 +280,31 @@ class WorkerMetrics:
             self._of(name)
 
     def _deferred(self, event: WorkerDeferred) -> None:
-        self._of(event.worker)
+        self._of(event.worker).set_status("deferred")
 
     def _attempt_started(self, event: AttemptStarted) -> None:
         series = self._of(event.worker)
         series.started.inc()
         series.running.set(1)
+        series.set_status("running")
 
     def _attempt_succeeded(self, event: AttemptSucceeded) -> None:
         series = self._of(event.worker)
         series.running.set(0)
         series.success.inc()
         series.duration_success.observe(event.duration)
+        series.set_status("success")
 
     def _attempt_failed(self, event: AttemptFailed) -> None:
         series = self._of(event.worker)
         series.running.set(0)
         series.error.inc()
         series.duration_error.observe(event.duration)
+        series.set_status("error")
+
+    def _status_event(self, event: ReportedEvent) -> None:
+        # Exhausted: the error is final; paused: held by an operator.
+        self._of(event.worker).set_status("exhausted" if type(event) is AttemptsExhausted else event.status.value)
 
     def _restarting(self, event: WorkerRestarting) -> None:
         self._of(event.worker).restarted.inc()
@@ -297,5 +349,7 @@ _HANDLERS: dict[type, Callable[[WorkerMetrics, Any], None]] = {
     AttemptFailed: WorkerMetrics._attempt_failed,
     WorkerRestarting: WorkerMetrics._restarting,
     WorkerFinished: WorkerMetrics._finished,
+    AttemptsExhausted: WorkerMetrics._status_event,
+    WorkerPaused: WorkerMetrics._status_event,
 }
 WorkerMetrics.event_types = frozenset(_HANDLERS)

@@ -96,9 +96,10 @@ def log_startup(workers_settings: WorkersSettings, pool: WorkerPool) -> None:
 
 
 def log_idle(finished: Mapping[str, WorkerStatus]) -> None:
-    """Every worker has finished on its own: WARNING when any ended in error (INFO otherwise)."""
+    """Every worker has finished on its own (or is paused): WARNING when any ended in error (else INFO)."""
     statuses = ", ".join(f"{name}: {status}" for name, status in finished.items())
-    level = logging.WARNING if any(status != WorkerStatus.SUCCESS for status in finished.values()) else logging.INFO
+    fine = (WorkerStatus.SUCCESS, WorkerStatus.PAUSED)
+    level = logging.WARNING if any(status not in fine for status in finished.values()) else logging.INFO
     logger.log(
         level,
         "no worker is running any more (%s); runworkers keeps running until it receives SIGTERM or SIGINT",

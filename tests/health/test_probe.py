@@ -210,3 +210,20 @@ def test_a_worker_registered_after_start_is_probed_too(harness: Harness) -> None
     pool.register(FnWorker("late", always(lambda: ValueError("boom"))))
     assert pool.wait(10)
     assert check(pool) == ProbeResult(False, "first: success, late: error")
+
+
+# -- paused ------------------------------------------------------------------------------------------
+
+
+def test_a_paused_worker_is_healthy_and_says_it_is_paused(harness: Harness) -> None:
+    pool = harness.pool(FnWorker("held"), FnWorker("gave-up", always(lambda: ValueError("x"))))
+    pool.pause("held", by="ops")
+    pool.start()
+    assert pool.wait(5)
+    result = WorkerProbe(pool).check()
+    assert result == ProbeResult(False, "held: paused, gave-up: error")
+
+    pool.pause("gave-up", by="ops")  # an exhausted worker held by an operator is no longer a problem
+    result = WorkerProbe(pool).check()
+    assert result == ProbeResult(True, "held: paused, gave-up: paused")
+    assert pool.execution("gave-up").exhausted, "the fact stays; the status says it is held"

@@ -26,6 +26,7 @@ from django_workers.core.execution import WorkerStatus
 from django_workers.metrics import DURATION_BUCKETS, WorkerMetrics, worker_label
 from django_workers.observability import metrics as observability_metrics
 from django_workers.observability.exposition import process_metrics
+from tests.core.conftest import EventLog, failing, until_cancelled
 from tests.support import ROOT, AsyncFnWorker, FnWorker, Harness
 
 STATUSES = ("started", "restarted", "success", "error")
@@ -82,8 +83,14 @@ def series(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str]
     }
 
 
-def zero_series(worker: str, prefix: str = "") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def zero_series(
+    worker: str, prefix: str = "", state: str = "deferred"
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The series of a worker that never ran an attempt: counts at 0, its status gauge at ``state``."""
     expected: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for status in observability_metrics.STATUSES:
+        value = 1.0 if status == state else 0.0
+        expected[(f"{prefix}worker_status", (("status", status), ("worker", worker)))] = value
     for status in STATUSES:
         expected[(f"{prefix}worker_executions_total", (("status", status), ("worker", worker)))] = 0.0
     expected[(f"{prefix}workers_running", (("worker", worker),))] = 0.0
@@ -140,6 +147,7 @@ def test_namespace_and_subsystem_prefix_every_name(registry: CollectorRegistry, 
     assert names == {
         "shop_jobs_worker_executions_total",
         "shop_jobs_workers_running",
+        "shop_jobs_worker_status",
         "shop_jobs_worker_execution_duration_seconds_bucket",
         "shop_jobs_worker_execution_duration_seconds_count",
         "shop_jobs_worker_execution_duration_seconds_sum",
@@ -525,3 +533,42 @@ def test_multiprocess_mode_aggregates_over_processes(tmp_path: Path) -> None:
     assert value(registry, "mp_worker_recorder_dropped_events_total") == 3
     assert value(registry, "mp_worker_last_heartbeat_timestamp_seconds") == 3000
     assert value(registry, "mp_workers_running", **labels) == 0
+
+
+# -- the status gauge ----------------------------------------------------------------------------
+
+
+def status_of(registry: CollectorRegistry, label: str) -> dict[str, float]:
+    return {
+        dict(key)["status"]: value
+        for (name, key), value in series(registry).items()
+        if name == "worker_status" and dict(key)["worker"] == label
+    }
+
+
+def test_the_status_gauge_shows_one_status_at_a_time_exhausted_and_paused_included(
+    registry: CollectorRegistry, harness: Harness
+) -> None:
+    metrics = WorkerMetrics().register(registry)
+    log = EventLog()
+    pool = harness.pool(
+        failing("sync", "gives-up"),
+        until_cancelled("sync", "held"),
+        max_executions_attempts=2,
+        listeners=[metrics, log],
+    )
+    pool.start()
+    log.wait_until(lambda events: any(type(e).__name__ == "AttemptsExhausted" for e in events))
+    gave_up = status_of(registry, "gives_up")
+    assert gave_up == {status: float(status == "exhausted") for status in observability_metrics.STATUSES}
+    log.wait_until(lambda events: any(type(e).__name__ == "AttemptStarted" and e.worker == "held" for e in events))
+    assert status_of(registry, "held")["running"] == 1.0
+
+    pool.pause("held", by="alice")
+    log.wait_until(lambda events: any(type(e).__name__ == "WorkerPaused" for e in events))
+    held = status_of(registry, "held")
+    assert held == {status: float(status == "paused") for status in observability_metrics.STATUSES}
+
+    pool.restart("gives-up")
+    log.wait_until(lambda events: sum(type(e).__name__ == "AttemptsExhausted" for e in events) == 2)
+    assert sum(status_of(registry, "gives_up").values()) == 1.0

@@ -446,7 +446,7 @@ class WorkerPool:
     def _worker_finished(self, supervisor: Supervisor) -> None:
         with self._lock:
             # A control that came as the driver was ending, too late for it to follow.
-            control = None if self._stopping else supervisor.take_control()
+            control = supervisor.take_control(self._stopping)
             if control != RESTART:
                 supervisor.done = True
                 self._running -= 1

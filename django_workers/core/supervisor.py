@@ -495,6 +495,11 @@ class Supervisor:
             record = WorkerExecutionEvent(self._execution_id, text, datetime.now(UTC))
             self._events.append(record)
             status = self._status
+            paused = None
+            if pause_now:  # in the same locked update: a resume right after cannot come between
+                paused = WorkerExecutionEvent(self._execution_id, PAUSED_MESSAGE, record.timestamp)
+                self._events.append(paused)
+                self._status = PAUSED
         self.runtime.events.emit(
             WorkerControlled,
             self.name,
@@ -506,19 +511,28 @@ class Supervisor:
             action,
             by,
         )
-        if pause_now:
-            self._record_paused()
+        if paused is not None:
+            maximum = self.policy.max_executions_attempts
+            self.runtime.events.emit(
+                WorkerPaused, self.name, paused.execution_id, self._attempt, maximum, paused, PAUSED
+            )
         if wake and self.driver is not None:
             self.driver.wake()
         if launch:
             self.reset_run()
         return launch
 
-    def take_control(self) -> str | None:
-        """The pending control, consumed (the pool, when the driver ended before seeing it)."""
+    def take_control(self, stopping: bool) -> str | None:
+        """The pending control, consumed (the pool, when the driver ended before seeing it).
+
+        With ``stopping``, none is followed: a worker resumed after its pause took effect is then
+        left ``unknown`` (it will not start), not ``paused``.
+        """
         with self.runtime.state_lock:
             control, self._control = self._control, None
-            return control
+            if stopping and self._status is PAUSED and not self._paused:
+                self._status = WorkerStatus.UNKNOWN
+            return None if stopping else control
 
     @property
     def paused(self) -> bool:
@@ -530,7 +544,7 @@ class Supervisor:
         return self._control is not None
 
     def retire(self) -> None:
-        """End supervision of a worker that was never launched: the pool stopped first."""
+        """End supervision of a worker that was never launched (or relaunched): the pool stopped first."""
         if not self._execution_id:  # the first attempt's id exists from start() on, even unused
             self._execution_id = _new_execution_id()
         self.finish()

@@ -1,4 +1,4 @@
-"""Torture suite of the engine: seeded, randomised races of start, stop, register, listeners and silence.
+"""Torture suite of the engine: seeded, randomised races of start, stop, register, listeners, silence and controls.
 
 Each check runs many iterations of a scenario drawn at random: a mix of sync and async workers
 (idle, crash-looping, flaky, deferred, heartbeating near their ``max_silence``, calling
@@ -7,7 +7,8 @@ pool is stopped and by whom. Half the iterations run with a 0.1 ms thread switch
 beside a thread that burns CPU. After every iteration the invariants are checked: nothing starts
 once ``stop()`` is called, a clean stop leaves no worker running and no thread of the pool alive
 (checked at once, no grace period), a stop from inside the pool does not wait for itself, attempts
-are numbered without gaps, and an unlimited worker never stops by itself.
+are numbered without gaps (a restart or resume by an operator begins again at 1), and an unlimited
+worker never stops by itself.
 
 Profiles, chosen with the environment variable ``TORTURE_PROFILE``:
 
@@ -141,12 +142,16 @@ class Observer:
         self.lock = threading.Lock()
         self.events: list[Any] = []
         self.pool: WorkerPool | None = None
-        #: Each worker's attempt number when PoolStopping was published (the stop flag is set).
+        #: Each worker's attempt number (and execution id) when PoolStopping was published (the
+        #: stop flag is set).
         self.at_stopping: dict[str, int] | None = None
+        self.at_stopping_ids: dict[str, str] | None = None
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, PoolStopping) and self.pool is not None:
-            self.at_stopping = {name: e.current_execution_attempt for name, e in self.pool.executions().items()}
+            executions = self.pool.executions()
+            self.at_stopping = {name: e.current_execution_attempt for name, e in executions.items()}
+            self.at_stopping_ids = {name: e.id for name, e in executions.items()}
         with self.lock:
             self.events.append(event)
 
@@ -176,6 +181,20 @@ class Observer:
             assert self.of(WorkerStopTimedOut) == []
         finished = [e.worker for e in self.of(WorkerEvent) if type(e).__name__ == "WorkerFinished"]
         assert len(finished) == len(set(finished)), f"a worker finished twice: {finished}"
+
+    def check_controlled(self, pool: WorkerPool) -> None:
+        """The invariants of a pool whose workers were restarted, paused and resumed, after stop()."""
+        assert self.at_stopping_ids is not None
+        for name, execution in pool.executions().items():
+            started = [e.attempt for e in self.of(AttemptStarted, name)]
+            for previous, attempt in zip([0, *started], started, strict=False):
+                assert attempt in (1, previous + 1), (name, started)
+            assert execution.id == self.at_stopping_ids[name], f"{name} began an attempt after stop()"
+            assert execution.status is not WorkerStatus.RUNNING, (name, execution.events[-4:])
+            assert not execution.timed_out, name
+            if execution.status is WorkerStatus.PAUSED:
+                assert execution.paused, (name, [e.message for e in execution.events[-8:]])
+        assert self.of(WorkerStopTimedOut) == []
 
 
 # -- workers --------------------------------------------------------------------------------------------------
@@ -786,3 +805,44 @@ def test_nested_stops() -> None:
         observer.check(pool, scenario.unlimited, stopped_cleanly=True)
 
     run_check("nested_stops", 25, check)
+
+
+def test_controls_race_attempts_and_stop() -> None:
+    """Restart, pause and resume from several threads while workers churn, then (or meanwhile) stop.
+
+    Invariants: within a run attempts are numbered 1, 2, … (a restart or resume begins again at
+    1); no attempt begins once stop() is called; a clean stop leaves nothing running and no thread
+    alive; a worker whose status is ``paused`` is held paused.
+    """
+
+    def check(rng: random.Random) -> None:
+        scenario = draw_scenario(rng, size=rng.randint(1, 4), prefix="k")
+        names = [worker.name for worker, _ in scenario.workers]
+        with no_leaked_threads():
+            pool, observer = build(scenario, history_size=16)
+            if rng.random() < 0.3:
+                pool.pause(rng.choice(names), by="before start")
+            pool.start()
+            stopping = threading.Event()
+
+            def controller() -> None:
+                local = random.Random(rng.random())
+                for _ in range(local.randint(1, 30)):
+                    action = local.choice(["restart", "pause", "resume"])
+                    try:
+                        getattr(pool, action)(local.choice(names), by="torture")
+                    except RuntimeError:
+                        assert stopping.is_set(), "a control failed before stop() was called"
+                        return
+                    spin(local, 5_000)
+
+            def stopper() -> None:
+                spin(rng, 200_000)
+                stopping.set()
+                assert pool.stop(STOP_TIMEOUT) == []
+
+            errors = run_threads(controller, controller, stopper)
+            assert not errors, errors
+        observer.check_controlled(pool)
+
+    run_check("controls_race_attempts_and_stop", 40, check)

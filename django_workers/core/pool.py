@@ -364,9 +364,10 @@ class WorkerPool:
                 else:
                     driver = supervisor.driver = ThreadDriver(supervisor, base)
                     thread = driver.create_thread()
-                    self._owners[thread] = supervisor  # one store: atomic, no lock needed
+                    with self._lock:  # _forget_driver() rewrites these lists under it
+                        self._owners[thread] = supervisor
+                        self._threads.append(driver)
                     threads.append(thread)
-                    self._threads.append(driver)  # list.append is atomic: no lock needed
             # All created, then all started: creating a thread between two starts made the new
             # threads and this one trade the GIL more (benchmark 2 of bench_core.py misses without it).
             for thread in threads:
@@ -380,7 +381,8 @@ class WorkerPool:
                 for supervisor in async_ones:
                     task_driver = supervisor.driver = TaskDriver(supervisor, loop)
                     tasks.append(task_driver)
-                self._tasks.extend(tasks)
+                with self._lock:
+                    self._tasks.extend(tasks)
                 loop.call(self._create_tasks, tasks, base)
             if any(s.policy.max_silence is not None for s in supervisors):
                 self._watch()
@@ -390,15 +392,18 @@ class WorkerPool:
                     self._launchers.pop(supervisor, None)
 
     def _forget_driver(self, supervisor: Supervisor) -> None:
-        # The ended driver of a worker launched again (its thread or task is over).
-        driver = supervisor.driver
+        # Before a worker is launched again: forget the drivers whose thread or task is over,
+        # except each worker's current one. One still ending (it may be the thread relaunching
+        # this worker) stays listed, so that stop() joins it.
+        supervisor.driver = None
         with self._lock:
-            if isinstance(driver, ThreadDriver):
-                self._threads.remove(driver)
-                if driver.thread is not None:
-                    self._owners.pop(driver.thread, None)
-            elif isinstance(driver, TaskDriver):
-                self._tasks.remove(driver)
+            self._threads[:] = [
+                d for d in self._threads if d.supervisor.driver is d or (d.thread is not None and d.thread.is_alive())
+            ]
+            self._tasks[:] = [d for d in self._tasks if d.supervisor.driver is d or d.task is None or not d.task.done()]
+            live = {d.thread for d in self._threads}
+            for thread in [t for t in self._owners if t not in live]:
+                del self._owners[thread]
 
     def _event_loop(self) -> EventLoopThread:
         with self._lock:

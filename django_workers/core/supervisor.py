@@ -308,7 +308,8 @@ class Supervisor:
                 self._attempt = attempt
                 self._status = RUNNING
                 self._events.append(record)
-                flag.clear()  # under the lock, where stop() and controls set it
+                if flag.is_set():  # cleared under the lock, where stop() and controls set it
+                    flag.clear()
         if control is not None:  # requested before this attempt began: followed instead
             return None if self.follow_control(control) is None else self.begin_attempt()
         maximum = policy.max_executions_attempts
@@ -334,10 +335,13 @@ class Supervisor:
         runtime, policy = self.runtime, self.policy
         events = runtime.events
         attempt, execution_id, maximum = self._attempt, self._execution_id, policy.max_executions_attempts
-        with runtime.state_lock:
-            control, self._control = self._control, None
-        if control is not None and not runtime.cancel.is_set():
-            return self._end_controlled(control, error)
+        # Read unlocked first (one lock less per attempt): a control set just after is not lost,
+        # the next begin_attempt(), wait or the pool's end of the worker follows it.
+        if self._control is not None:
+            with runtime.state_lock:
+                control, self._control = self._control, None
+            if control is not None and not runtime.cancel.is_set():
+                return self._end_controlled(control, error)
         if self._silenced == attempt and (error is None or isinstance(error, asyncio.CancelledError)):
             # Cancelled by the watchdog, not by a stop: the attempt failed.
             error = WorkerSilenceError(f"no heartbeat for {policy.max_silence:g} seconds")

@@ -12,14 +12,26 @@ import uuid
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-__all__ = ["Execution", "ExecutionEvent", "ExecutionStatus", "Node"]
+__all__ = [
+    "ControlAction",
+    "ControlRequest",
+    "Execution",
+    "ExecutionEvent",
+    "ExecutionStatus",
+    "ExecutionTally",
+    "Node",
+    "WorkerOverview",
+    "WorkerState",
+]
 
 
 class ExecutionStatus(models.TextChoices):
     """The statuses of :class:`django_workers.WorkerStatus`, as stored.
 
     A stored attempt is ``unknown`` when how it ended was among the events the recorder dropped
-    (docs/history.md): its end is not known, never guessed.
+    (docs/history.md): its end is not known, never guessed. It is ``lost`` when it did not end by
+    itself: its process was killed (its node stopped heart-beating) or exited with it still
+    running. It is ``paused`` when an operator paused the worker during (or after) it.
     """
 
     UNKNOWN = "unknown", _("unknown")
@@ -27,6 +39,8 @@ class ExecutionStatus(models.TextChoices):
     RUNNING = "running", _("running")
     SUCCESS = "success", _("success")
     ERROR = "error", _("error")
+    LOST = "lost", _("lost")
+    PAUSED = "paused", _("paused")
 
 
 class Node(models.Model):
@@ -136,3 +150,135 @@ class ExecutionEvent(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+#: The length of a period of :class:`ExecutionTally` (seconds): a day is 288 of them.
+TALLY_PERIOD = 300
+
+
+class ControlAction(models.TextChoices):
+    """What an operator can ask of a worker (:mod:`django_workers.control`)."""
+
+    RESTART = "restart", _("restart")
+    PAUSE = "pause", _("pause")
+    RESUME = "resume", _("resume")
+
+
+class ControlRequest(models.Model):
+    """An operator's request to restart, pause or resume a worker, on one node or on every node.
+
+    The table is the log of requests, read by every ``runworkers`` with history enabled: each picks
+    up the rows addressed to it (``node``) or to every node (``node`` empty) that are newer than
+    its start. The latest pause or resume addressed to every node is the worker's standing state:
+    a ``runworkers`` started later keeps a paused worker paused.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    action = models.CharField(_("action"), max_length=16, choices=ControlAction.choices)
+    worker = models.CharField(_("worker"), max_length=255)
+    node = models.ForeignKey(
+        Node,
+        on_delete=models.CASCADE,
+        related_name="control_requests",
+        null=True,
+        blank=True,
+        verbose_name=_("node"),
+        help_text=_("Empty: every node."),
+    )
+    requested_by = models.CharField(_("requested by"), max_length=255)
+    requested_at = models.DateTimeField(_("requested"))
+
+    class Meta:
+        verbose_name = _("control request")
+        verbose_name_plural = _("control requests")
+        ordering = ("-id",)
+        default_permissions = ("view",)
+        permissions = (("control_workers", _("Can restart, pause and resume workers")),)
+        indexes = (
+            # A starting node reads each worker's latest pause/resume addressed to every node.
+            models.Index(fields=("worker", "-id"), name="django_work_control_worker_idx"),
+        )
+
+    def __str__(self) -> str:
+        where = str(self.node) if self.node_id else "every node"
+        return f"{self.action} {self.worker} on {where} by {self.requested_by}"
+
+
+class WorkerState(models.Model):
+    """The current state of one worker on one node, kept up to date by that node's recorder.
+
+    The operator overview reads these rows (a few per node) instead of searching the executions
+    table for each worker's latest attempt, so its cost does not grow with the history.
+    """
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="worker_states", verbose_name=_("node"))
+    worker = models.CharField(_("worker"), max_length=255)
+    #: Registration order on the node.
+    position = models.PositiveIntegerField(_("position"), default=0)
+    status = models.CharField(_("status"), max_length=16, choices=ExecutionStatus.choices)
+    attempt = models.PositiveIntegerField(_("attempt"), default=0)
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=1, help_text=_("0 means unlimited."))
+    #: When the status last changed (the time of the event that changed it).
+    since = models.DateTimeField(_("since"), null=True, blank=True)
+    #: The current (or last) attempt; not a foreign key: retention may prune its row first.
+    execution_id = models.UUIDField(_("execution id"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    last_error_execution_id = models.UUIDField(_("execution of the last error"), null=True, blank=True)
+    exhausted = models.BooleanField(_("exhausted"), default=False)
+    silent = models.BooleanField(_("silent"), default=False)
+    paused = models.BooleanField(_("paused"), default=False)
+    updated_at = models.DateTimeField(_("updated"))
+
+    class Meta:
+        verbose_name = _("worker state")
+        verbose_name_plural = _("worker states")
+        ordering = ("node", "position")
+        default_permissions = ()
+        constraints = (models.UniqueConstraint(fields=("node", "worker"), name="django_work_state_unique"),)
+
+    def __str__(self) -> str:
+        return f"{self.worker} on {self.node_id}: {self.status}"
+
+
+class ExecutionTally(models.Model):
+    """Counts of one worker's attempts on one node in one period (:data:`TALLY_PERIOD` long).
+
+    Kept by the recorder as it writes, so the overview's timelines and recent-failure counts read
+    at most a day of periods per worker and node, whatever the size of the executions table.
+    """
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="tallies", verbose_name=_("node"))
+    worker = models.CharField(_("worker"), max_length=255)
+    #: The start of the period (UTC, a multiple of the period since the epoch).
+    period_start = models.DateTimeField(_("period start"))
+    started = models.PositiveIntegerField(_("started"), default=0)
+    succeeded = models.PositiveIntegerField(_("succeeded"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+    lost = models.PositiveIntegerField(_("lost"), default=0)
+    restarted = models.PositiveIntegerField(_("restarted"), default=0)
+
+    class Meta:
+        verbose_name = _("execution tally")
+        verbose_name_plural = _("execution tallies")
+        ordering = ("period_start",)
+        default_permissions = ()
+        constraints = (
+            models.UniqueConstraint(fields=("node", "worker", "period_start"), name="django_work_tally_unique"),
+        )
+        indexes = (models.Index(fields=("period_start",), name="django_work_tally_period_idx"),)
+
+    def __str__(self) -> str:
+        return f"{self.worker} on {self.node_id} at {self.period_start:%Y-%m-%d %H:%M}"
+
+
+class WorkerOverview(WorkerState):
+    """The admin's overview page of the workers (``admin:django_workers_dashboard``), listed in the admin index.
+
+    A proxy without a table or permissions of its own: the page is for whoever may view executions.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = _("overview")
+        verbose_name_plural = _("overview")
+        default_permissions = ()

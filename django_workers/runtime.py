@@ -3,9 +3,9 @@
 - :func:`build_pool`: a new, unstarted :class:`~django_workers.WorkerPool` from
   :class:`~django_workers.settings.WorkersSettings` (workers, logging, database hygiene,
   metrics, tracing).
-- :func:`build_services`: what a process that runs a pool runs beside it (the history recorder,
-  one HTTP server per port for ``/metrics``, ``/livez`` and ``/readyz``, the Prometheus
-  multiprocess clean-up), from the settings and explicit arguments.
+- :func:`build_services`: what a process that runs a pool runs beside it (the history recorder and
+  the pickup of control requests, one HTTP server per port for ``/metrics``, ``/livez`` and
+  ``/readyz``, the Prometheus multiprocess clean-up), from the settings and explicit arguments.
 - :class:`ProcessService`, :func:`start_services`, :func:`stop_services`: their life cycle. A
   service is started before the pool starts, so that it sees the pool's first events, and
   stopped after the pool stopped, within what is left of the stop timeout.
@@ -26,6 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import db
+from .control import ControlPickup
 from .core.context import LOGGER_NAME
 from .core.pool import WorkerPool
 from .history import HistoryRecorder
@@ -313,17 +314,17 @@ def _multiprocess_services() -> list[ProcessService]:
 
 
 def _history_services(history: HistorySettings, pool: WorkerPool) -> list[ProcessService]:
-    """The history recorder when ``HISTORY["ENABLED"]``."""
+    """The history recorder, then the pickup of control requests for its node, when ``HISTORY["ENABLED"]``."""
     if not history.enabled:
         return []
-    return [
-        HistoryRecorder(
-            history.database,
-            buffer_size=history.buffer_size,
-            batch_size=history.batch_size,
-            heartbeat_interval=history.heartbeat_interval,
-            orphan_grace=history.grace,
-            retention_days=history.retention_days,
-            metrics=cast("WorkerMetrics | None", pool.metrics),  # what pool_metrics() gave build_pool()
-        )
-    ]
+    recorder = HistoryRecorder(
+        history.database,
+        buffer_size=history.buffer_size,
+        batch_size=history.batch_size,
+        heartbeat_interval=history.heartbeat_interval,
+        orphan_grace=history.grace,
+        retention_days=history.retention_days,
+        metrics=cast("WorkerMetrics | None", pool.metrics),  # what pool_metrics() gave build_pool()
+    )
+    pickup = ControlPickup(history.database, recorder.node_id, poll_interval=history.heartbeat_interval)
+    return [recorder, pickup]

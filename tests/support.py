@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,56 @@ W = "tests.scenarios.workers_runworkers"
 
 #: Variables a subprocess must not inherit from the test process (unless a test gives them).
 NOT_INHERITED = ("RUN_MAIN", "DJANGO_WORKERS_RELOADER_FD", "PROMETHEUS_MULTIPROC_DIR")
+
+
+@dataclass
+class Completed:
+    """How a management command run in a subprocess ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def on_test_database(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` and the variable that points a subprocess's ``default`` database at this session's test database.
+
+    The scenario settings modules (``settings_health``, ``settings_control``) read it.
+    """
+    from django.db import connection
+
+    return {"HEALTH_TEST_DB_NAME": str(connection.settings_dict["NAME"]), **(env or {})}
+
+
+def run_command(
+    command: str,
+    *args: str,
+    tmp_path: Path,
+    settings: str,
+    workers: dict[str, Any],
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Completed:
+    """``manage.py <command> <args>`` in a subprocess on the test database, as an operator runs it.
+
+    Killed on time-out.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-W", "error", str(MANAGE), command, *args],
+        cwd=ROOT,
+        env=runworkers_environment(tmp_path, settings=settings, workers=workers, env=on_test_database(env)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return Completed(process.returncode, stdout, stderr)
 
 
 def runworkers_environment(

@@ -18,6 +18,10 @@ Everything a worker produced (worker names, errors, tracebacks, event messages) 
 HTML is built with ``format_html`` and templates with autoescaping, never ``mark_safe``.
 See ``docs/admin.md``.
 
+The overview page (``admin:django_workers_dashboard``, :mod:`~django_workers.admin.dashboard`)
+reads the workers' states and tallies, never the executions table (``overview`` reads,
+``timeline`` draws the day of each worker).
+
 The modules: ``executions`` and ``nodes`` (the two ModelAdmins, on the read-only base of
 ``readonly``), ``events`` (the inline, paginated events), ``filters`` (the list filters),
 ``display`` (badges and labels), ``paging`` (the paginator and the cheap large-table queries) and
@@ -29,7 +33,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import Execution, Node
+from ..models import Execution, Node, WorkerOverview
+from .control import ControlRequestAdmin  # registers itself, with the control endpoint
+from .dashboard import OverviewAdmin
 from .display import human_duration
 from .events import EVENTS_PAGE_SIZE, EventsFormSet, EventsPage
 from .executions import ExecutionAdmin
@@ -42,11 +48,13 @@ __all__ = [
     "COUNT_LIMIT",
     "EVENTS_PAGE_SIZE",
     "NODE_CHOICES_LIMIT",
+    "ControlRequestAdmin",
     "EventsFormSet",
     "EventsPage",
     "ExecutionAdmin",
     "LargeTablePaginator",
     "NodeAdmin",
+    "OverviewAdmin",
     "distinct_worker_names",
     "history_database",
     "human_duration",
@@ -55,3 +63,4 @@ __all__ = [
 
 admin.site.register(Execution, ExecutionAdmin)
 admin.site.register(Node, NodeAdmin)
+admin.site.register(WorkerOverview, OverviewAdmin)

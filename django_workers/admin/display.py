@@ -1,4 +1,4 @@
-"""How the admin shows a value: coloured badges, durations, attempts and the state of a node.
+"""How the admin shows a value: coloured badges, times, durations, attempts, errors and the state of a node.
 
 Everything a worker produced is escaped: HTML is built with ``format_html``, never ``mark_safe``.
 """
@@ -23,6 +23,47 @@ _LEVEL_CLASSES: Final = frozenset({"debug", "info", "warning", "error", "critica
 
 #: The states of a node (:func:`node_state`) and how they are labelled.
 NODE_STATE_LABELS: Final = {"alive": _("alive"), "stale": _("stale"), "stopped": _("stopped")}
+#: The longest error summary shown in a list (characters, the ellipsis included).
+ERROR_SUMMARY_LENGTH: Final = 120
+_ELLIPSIS: Final = "\u2026"
+
+
+def exact_time(value: datetime | None) -> SafeString | str:
+    """A time to the second in the active time zone, with the zone: ``2026-12-03 14:05:09 UTC``.
+
+    The zone is its abbreviation (``CET``) or, for zones without one, its offset (``+03``, as the
+    time zone database names it). Marked up as ``<time datetime="<ISO 8601>">``; a narrow column
+    may break it between the date and the time, never inside either. ``None`` is ``"-"``.
+    """
+    if value is None:
+        return "-"
+    if timezone.is_naive(value):  # USE_TZ = False: the values are in the server's local time
+        local, zone = value, ""
+    else:
+        local = timezone.localtime(value)
+        zone = local.tzname() or local.strftime("%z")
+    clock = f"{local:%H:%M:%S} {zone}".rstrip()
+    return format_html(
+        '<time class="dw-time" datetime="{}">{} <span>{}</span></time>',
+        local.isoformat(timespec="seconds"),
+        f"{local:%Y-%m-%d}",
+        clock,
+    )
+
+
+def error_summary(error: str, length: int = ERROR_SUMMARY_LENGTH) -> SafeString | str:
+    """The first line of ``error``, cut to ``length`` characters with an ellipsis; the whole text as its title.
+
+    An ellipsis also says that lines follow. ``""`` (no error) is ``"-"``.
+    """
+    text = error.strip()
+    if not text:
+        return "-"
+    first, _newline, rest = text.partition("\n")
+    first = first.rstrip()
+    if len(first) > length or rest:
+        first = first[: length - 1].rstrip() + _ELLIPSIS
+    return format_html('<span class="dw-error" title="{}">{}</span>', text, first)
 
 
 def human_duration(seconds: float | None) -> str:

@@ -1,4 +1,8 @@
-"""The executions pages: the list (newest first, filtered and searched through indexes) and one execution."""
+"""The executions pages: the list (newest first, filtered and searched through indexes) and one execution.
+
+Times are shown to the second in the active time zone, with the zone; the node as ``host:pid``
+(read with the row, one join: no query per row); the error's first line in the list.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Execution
-from .display import attempt_label, human_duration, status_badge
+from .control import EXECUTION_ACTIONS, has_control_workers_permission
+from .display import attempt_label, error_summary, exact_time, human_duration, status_badge
 from .events import ExecutionEventsInline
 from .filters import RecentNodeListFilter, WorkerListFilter, parse_uuid
 from .paging import request_worker_names
@@ -20,11 +25,26 @@ from .readonly import ReadOnlyAdmin
 
 
 class ExecutionAdmin(ReadOnlyAdmin):
-    """Executions, newest first: one row per attempt of a worker."""
+    """Executions, newest first: one row per attempt of a worker.
 
-    list_display = ("worker", "status_display", "attempt_display", "host", "started_at", "duration_display")
+    The only actions restart, pause or resume the selected executions' workers on their nodes,
+    for staff holding ``django_workers.control_workers`` (:mod:`django_workers.admin.control`).
+    """
+
+    actions = EXECUTION_ACTIONS
+    has_control_workers_permission = has_control_workers_permission
+
+    list_display = (
+        "worker",
+        "status_display",
+        "attempt_display",
+        "node_display",
+        "started_display",
+        "duration_display",
+        "error_display",
+    )
     list_filter = (
-        "status",
+        "status",  # every ExecutionStatus, lost and paused included
         WorkerListFilter,
         ("node", RecentNodeListFilter),
         ("created_at", admin.DateFieldListFilter),
@@ -41,9 +61,9 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "status_display",
         "attempt_display",
         "node",
-        "created_at",
-        "started_at",
-        "finished_at",
+        "created_display",
+        "started_display",
+        "finished_display",
         "duration_display",
     )
     _error_fields = ("error", "traceback_display")
@@ -84,10 +104,30 @@ class ExecutionAdmin(ReadOnlyAdmin):
         """``i/n``."""
         return attempt_label(obj)
 
-    @admin.display(description=_("host"))
-    def host(self, obj: Execution) -> str:
-        """The node's hostname."""
-        return obj.node.hostname
+    @admin.display(description=_("host:pid"))
+    def node_display(self, obj: Execution) -> str:
+        """The node (the ``runworkers`` process) as ``host:pid``, read with the row (``select_related``)."""
+        return str(obj.node)
+
+    @admin.display(description=_("created"))
+    def created_display(self, obj: Execution) -> SafeString | str:
+        """To the second, with the time zone."""
+        return exact_time(obj.created_at)
+
+    @admin.display(description=_("started"))
+    def started_display(self, obj: Execution) -> SafeString | str:
+        """To the second, with the time zone (``-`` while deferred)."""
+        return exact_time(obj.started_at)
+
+    @admin.display(description=_("finished"))
+    def finished_display(self, obj: Execution) -> SafeString | str:
+        """To the second, with the time zone (``-`` while open, or when the end is unknown)."""
+        return exact_time(obj.finished_at)
+
+    @admin.display(description=_("error"))
+    def error_display(self, obj: Execution) -> SafeString | str:
+        """The error's first line, cut to a length; the whole text in the ``title`` (escaped)."""
+        return error_summary(obj.error)
 
     @admin.display(description=_("duration"))
     def duration_display(self, obj: Execution) -> str:

@@ -1,4 +1,7 @@
-"""The nodes pages: the ``runworkers`` processes, latest first, with their heartbeat state."""
+"""The nodes pages: the ``runworkers`` processes, latest first, with their heartbeat state.
+
+Times are shown to the second in the active time zone, with the zone (a heartbeat to the minute says little).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Node
-from .display import node_state_badge
+from .display import exact_time, node_state_badge
 from .events import NodeEventsInline
 from .filters import NodeStateFilter
 from .readonly import ReadOnlyAdmin
@@ -26,8 +29,8 @@ class NodeAdmin(ReadOnlyAdmin):
     list_display = (
         "hostname",
         "pid",
-        "started_at",
-        "last_heartbeat",
+        "started_display",
+        "heartbeat_display",
         "state_display",
         "version_display",
         "executions_link",
@@ -43,9 +46,9 @@ class NodeAdmin(ReadOnlyAdmin):
         "pid",
         "version",
         "state_display",
-        "started_at",
-        "last_heartbeat",
-        "stopped_at",
+        "started_display",
+        "heartbeat_display",
+        "stopped_display",
         "workers_display",
         "dropped_events",
         "executions_link",
@@ -63,6 +66,21 @@ class NodeAdmin(ReadOnlyAdmin):
         """Alive, stale or stopped, as a coloured badge."""
         return node_state_badge(obj)
 
+    @admin.display(description=_("started"))
+    def started_display(self, obj: Node) -> SafeString | str:
+        """To the second, with the time zone."""
+        return exact_time(obj.started_at)
+
+    @admin.display(description=_("last heartbeat"))
+    def heartbeat_display(self, obj: Node) -> SafeString | str:
+        """To the second, with the time zone (the database's clock)."""
+        return exact_time(obj.last_heartbeat)
+
+    @admin.display(description=_("stopped"))
+    def stopped_display(self, obj: Node) -> SafeString | str:
+        """To the second, with the time zone (``-`` while it runs)."""
+        return exact_time(obj.stopped_at)
+
     @admin.display(description=_("version"))
     def version_display(self, obj: Node) -> str:
         """The django-worker-pool version the node ran."""
@@ -76,7 +94,7 @@ class NodeAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("workers"))
     def workers_display(self, obj: Node) -> SafeString | str:
-        """The workers this process ran, one per line."""
+        """The workers this process ran, one per line, aligned with the other values (``admin.css``)."""
         workers = obj.workers if isinstance(obj.workers, list) else [obj.workers]
         if not workers:
             return "-"

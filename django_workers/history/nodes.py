@@ -1,9 +1,11 @@
 """The node: one row per recording process, kept alive by heartbeats, closed on stop.
 
 A node whose heartbeat stopped (``kill -9``, a lost host) leaves attempts open; any other node
-closes them as ``error`` once the heartbeat is older than the grace period (:func:`close_orphans`).
-A node that stops closes its own: as ``error`` those still running, as ``unknown`` those whose
-end may have been dropped (:meth:`NodeRow.finalize`).
+closes them as ``lost`` once the heartbeat is older than the grace period (:func:`close_orphans`).
+A node that stops closes its own: as ``lost`` those still running (they did not stop within the
+stop timeout: the process exits under them), as ``unknown`` those whose end may have been dropped
+(:meth:`NodeRow.finalize`). ``lost`` is not ``error``: the attempt did not fail, its process went
+away; the event closing it names the node (``host:pid``) and says why.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .. import __version__
 from ..core.context import LOGGER_NAME
 from ..models import Execution, ExecutionEvent, ExecutionStatus, Node
 from .attempts import END_UNKNOWN, OPEN
+from .tallies import count_lost
 
 if TYPE_CHECKING:
     from ..observability.metrics import WorkerMetrics
@@ -137,7 +140,7 @@ class NodeRow:
             self.database, self._db_now - timedelta(seconds=self.orphan_grace), keep_node=self.node_id
         )
         if closed:
-            logger.warning("history recorder: closed %d execution(s) of lost node(s) as error", closed)
+            logger.warning("history recorder: %d execution(s) of lost node(s) closed as lost", closed)
 
     def store_dropped(self, total: int) -> None:
         """Set the row's ``dropped_events`` to ``total``, in the caller's transaction."""
@@ -147,7 +150,9 @@ class NodeRow:
         """The last transaction: the node is stopped; its attempts still open are closed.
 
         ``end_unknown(execution_id)`` says whether the attempt's end may be among dropped events:
-        it is then closed as ``unknown`` (no finish time), not as stopped while it ran.
+        it is then closed as ``unknown`` (no finish time), not as stopped while it ran. One still
+        running is ``lost`` (counted as such in the tallies and states); one deferred stays
+        ``deferred``, closed.
         """
         database = self.database
         now = datetime.now(UTC)
@@ -156,6 +161,7 @@ class NodeRow:
                 stopped_at=Now(), last_heartbeat=Now(), dropped_events=self.dropped_events
             )
             node = f"{self.hostname}:{self.pid}"
+            lost: list[tuple[str, uuid.UUID, datetime]] = []
             for execution in Execution.objects.using(database).filter(
                 node_id=self.node_id, status__in=OPEN, finished_at__isnull=True
             ):
@@ -163,10 +169,12 @@ class NodeRow:
                     _close(database, execution, None, END_UNKNOWN, ExecutionStatus.UNKNOWN.value, level="WARNING")
                 elif execution.status == ExecutionStatus.RUNNING:
                     message = f"node {node} stopped while the attempt was still running"
-                    _close(database, execution, now, message, ExecutionStatus.ERROR.value)
+                    if _close(database, execution, now, message, ExecutionStatus.LOST.value):
+                        lost.append((execution.worker, execution.pk, now))
                 else:
                     message = f"node {node} stopped before the deferred attempt started"
                     _close(database, execution, now, message, ExecutionStatus.DEFERRED.value, level="WARNING")
+            count_lost(database, self.node_id, lost)
 
 
 def _close(
@@ -179,7 +187,8 @@ def _close(
 ) -> bool:
     """Close one open attempt (unless somebody else just did) with an event saying why.
 
-    ``finished_at`` None: the end is unknown, and so is the duration.
+    ``finished_at`` None: the end is unknown, and so is the duration. A ``lost`` attempt's error
+    is ``message`` (why it was closed), shown in the lists like an error.
     """
     duration = None
     if execution.started_at is not None and finished_at is not None:
@@ -191,7 +200,7 @@ def _close(
             status=status,
             finished_at=finished_at,
             duration=duration,
-            error=message if status == ExecutionStatus.ERROR else execution.error,
+            error=message if status == ExecutionStatus.LOST else execution.error,
         )
     )
     if updated:
@@ -202,12 +211,13 @@ def _close(
 
 
 def close_orphans(database: str, heartbeat_before: datetime, keep_node: uuid.UUID | None = None) -> int:
-    """Close, as ``error``, the open attempts of nodes whose last heartbeat is before ``heartbeat_before``.
+    """Close, as ``lost``, the open attempts of nodes whose last heartbeat is before ``heartbeat_before``.
 
     An attempt is open when its status is ``running`` or ``deferred`` and it has no finish time.
     Each closed attempt gets an ERROR event naming the lost node (``host:pid``); its finish time
-    is the node's last heartbeat. Returns how many were closed. Safe to run from several nodes at
-    once: an attempt is closed once.
+    is the node's last heartbeat; it is counted in the node's tallies and states
+    (:func:`~django_workers.history.tallies.count_lost`). Returns how many were closed. Safe to
+    run from several nodes at once: an attempt is closed once.
     """
     open_attempts = Execution.objects.using(database).filter(
         node=OuterRef("pk"), status__in=OPEN, finished_at__isnull=True
@@ -220,8 +230,12 @@ def close_orphans(database: str, heartbeat_before: datetime, keep_node: uuid.UUI
         seen = node.last_heartbeat.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         message = f"node {node.hostname}:{node.pid} was lost (no heartbeat since {seen} UTC)"
         with transaction.atomic(using=database):
+            counted: list[tuple[str, uuid.UUID, datetime]] = []
             for execution in Execution.objects.using(database).filter(
                 node=node, status__in=OPEN, finished_at__isnull=True
             ):
-                closed += _close(database, execution, node.last_heartbeat, message, ExecutionStatus.ERROR.value)
+                if _close(database, execution, node.last_heartbeat, message, ExecutionStatus.LOST.value):
+                    counted.append((execution.worker, execution.pk, node.last_heartbeat))
+            count_lost(database, node.pk, counted)
+            closed += len(counted)
     return closed

@@ -148,6 +148,7 @@ class HistoryRecorder:
             batch_size=self.batch_size,
             retry_backoff=self.retry_backoff,
             metrics=self.metrics,
+            names=pool.names,
         )
         pool.add_listener(self.listener)
         self._writer.start()

@@ -1,7 +1,8 @@
 """Retention: deleting history older than a cutoff, a small batch (one transaction) at a time.
 
-``manage.py pruneworkerhistory`` calls :func:`prune_step` in a loop; the recorder's writer
-thread runs one step per cycle through :class:`Pruner` while old rows are left.
+Tallies (:class:`~django_workers.models.ExecutionTally`) go by their period; the workers' states
+go with their node (``CASCADE``). ``manage.py pruneworkerhistory`` calls :func:`prune_step` in a
+loop; the recorder's writer thread runs one step per cycle through :class:`Pruner` while old rows are left.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from ..core.context import LOGGER_NAME
-from ..models import Execution, ExecutionEvent, Node
+from ..models import Execution, ExecutionEvent, ExecutionTally, Node
 
 __all__ = [
     "DEFAULT_PRUNE_BATCH_SIZE",
@@ -41,14 +42,20 @@ class PruneCounts:
     executions: int = 0
     events: int = 0
     nodes: int = 0
+    tallies: int = 0
 
     @property
     def total(self) -> int:
         """Rows of every kind."""
-        return self.executions + self.events + self.nodes
+        return self.executions + self.events + self.nodes + self.tallies
 
     def __add__(self, other: PruneCounts) -> PruneCounts:
-        return PruneCounts(self.executions + other.executions, self.events + other.events, self.nodes + other.nodes)
+        return PruneCounts(
+            self.executions + other.executions,
+            self.events + other.events,
+            self.nodes + other.nodes,
+            self.tallies + other.tallies,
+        )
 
 
 def _prunable_nodes(
@@ -72,7 +79,8 @@ def count_prunable(database: str, cutoff: datetime, keep_node: uuid.UUID | None 
         Q(execution__created_at__lt=cutoff) | Q(execution__isnull=True, timestamp__lt=cutoff)
     )
     nodes = _prunable_nodes(database, cutoff, keep_node, recent_only=True)
-    return PruneCounts(executions.count(), events.count(), nodes.count())
+    tallies = ExecutionTally.objects.using(database).filter(period_start__lt=cutoff)
+    return PruneCounts(executions.count(), events.count(), nodes.count(), tallies.count())
 
 
 def prune_step(
@@ -81,8 +89,9 @@ def prune_step(
     """Delete one batch (one transaction) of history older than ``cutoff``.
 
     At most ``batch_size`` executions (created before the cutoff) with their events; once none
-    is left, at most ``batch_size`` node-level events and then nodes (last heartbeat before the
-    cutoff, no execution left). Call it until it returns fewer than ``batch_size`` rows in total.
+    is left, at most ``batch_size`` node-level events, then tallies of periods before the cutoff,
+    then nodes (last heartbeat before the cutoff, no execution left; their tallies and states go
+    with them). Call it until it returns fewer than ``batch_size`` rows in total.
     """
     with transaction.atomic(using=database):
         ids = list(
@@ -106,6 +115,16 @@ def prune_step(
         if node_events:
             events += ExecutionEvent.objects.using(database).filter(pk__in=node_events).delete()[0]
         room -= len(node_events)
+        tallies = 0
+        if room > 0:
+            tally_ids = list(
+                ExecutionTally.objects.using(database)
+                .filter(period_start__lt=cutoff)
+                .values_list("pk", flat=True)[:room]
+            )
+            if tally_ids:
+                tallies = ExecutionTally.objects.using(database).filter(pk__in=tally_ids).delete()[0]
+            room -= len(tally_ids)
         nodes = 0
         if room > 0:
             node_ids = list(_prunable_nodes(database, cutoff, keep_node).values_list("pk", flat=True)[:room])
@@ -113,7 +132,8 @@ def prune_step(
                 deleted = Node.objects.using(database).filter(pk__in=node_ids).delete()[1]
                 nodes = deleted.get(Node._meta.label, 0)
                 events += deleted.get(ExecutionEvent._meta.label, 0)
-    return PruneCounts(executions=len(ids), events=events, nodes=nodes)
+                tallies += deleted.get(ExecutionTally._meta.label, 0)
+    return PruneCounts(executions=len(ids), events=events, nodes=nodes, tallies=tallies)
 
 
 def prune_history(
@@ -170,9 +190,11 @@ class Pruner:
         self._pruning = counts.total >= self.batch_size  # more left: another step next cycle
         if counts.total:
             logger.info(
-                "history recorder: pruned %d execution(s), %d event(s) and %d node(s) older than %g day(s)",
+                "history recorder: pruned %d execution(s), %d event(s), %d tally row(s) and %d node(s) older than "
+                "%g day(s)",
                 counts.executions,
                 counts.events,
+                counts.tallies,
                 counts.nodes,
                 self.retention_days,
             )

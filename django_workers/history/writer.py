@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,6 +27,8 @@ from .buffer import EventBuffer, Marker, finish_markers
 from .nodes import NodeRow
 from .retention import Pruner
 from .sql import EventRow, insert_events, upsert_executions
+from .states import StateLog, upsert_states
+from .tallies import add_tallies, tally_events
 
 if TYPE_CHECKING:
     from ..observability.metrics import WorkerMetrics
@@ -218,6 +220,7 @@ class Writer:
         batch_size: int,
         retry_backoff: Backoff = RETRY_BACKOFF,
         metrics: WorkerMetrics | None = None,
+        names: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.database = node.database
         self.batch_size = batch_size
@@ -226,6 +229,7 @@ class Writer:
         self._node = node
         self._pruner = pruner
         self._attempts = AttemptLog(node.node_id)
+        self._states = StateLog(names)
         self._drops = _Drops(buffer, node.database, metrics)
         self._thread: threading.Thread | None = None
         # -- set by request_stop() ------------------------------------------------------------
@@ -304,6 +308,9 @@ class Writer:
             try:
                 if not node.registered:
                     node.register()
+                    self._states.forget()
+                if not self._states.seeded:
+                    self._seed_states()
                 now = time.monotonic()
                 node.beat(now)
                 if pruner is not None:
@@ -349,6 +356,8 @@ class Writer:
         if stop_at is not None:  # what follows a stop request is not written
             self._buffer.requeue(batch[stop_at + 1 :])
             batch = batch[: stop_at + 1]
+            # The last batch: it stores every drop so far, those since the loop's last check too.
+            self._drops.check(failure=self._failure, contended=self._contended)
         events = [item for item in batch if type(item) is not Marker]
         cpu, process, began = time.thread_time(), time.process_time(), time.monotonic()
         try:
@@ -401,12 +410,20 @@ class Writer:
             raise
         marker.finish(True)
 
+    def _seed_states(self) -> None:
+        """Write every registered worker's state (a new node: ``unknown`` until they start)."""
+        upsert_states(self.database, self._node.node_id, self._states.seed())
+        self._states.seeded = True
+
     def _write(self, events: Sequence[LifecycleEvent], drops: int) -> None:
         """One transaction: the attempts' rows (upsert), their events, and the drop report if due.
 
-        ``drops`` is the buffer's drop count when the events were taken.
+        Also the workers' states that changed (upsert) and the batch's tallies (one upsert adding
+        them). ``drops`` is the buffer's drop count when the events were taken.
         """
         attempts, rows = self._attempts.apply(events, drops)
+        states = self._states.apply(events)
+        tallies = tally_events(events)
         node = self._node
         unreported = self._drops.unreported
         if unreported:
@@ -417,10 +434,15 @@ class Writer:
                 upsert_executions(database, [attempt.as_row(node.node_id) for attempt in attempts.values()])
             if rows:
                 insert_events(database, rows)
+            if states:
+                upsert_states(database, node.node_id, states.values())
+            if tallies:
+                add_tallies(database, node.node_id, tallies)
             if unreported:
                 node.store_dropped(node.dropped_events + unreported)
         # Committed: only now does the state follow.
         self._attempts.commit(attempts)
+        self._states.commit(states)
         self._drops.stored_events += len(events)
         if unreported:
             node.dropped_events += unreported

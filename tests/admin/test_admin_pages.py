@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
+from django.utils import timezone
 
+import django_workers
 from django_workers import admin as workers_admin
+from django_workers.admin import display
+from django_workers.history.nodes import close_orphans
 from django_workers.models import Execution, ExecutionStatus, Node
 from tests.admin.conftest import XSS, XSS_ESCAPED
 
@@ -99,7 +104,15 @@ def test_nobody_can_add_change_or_delete(request, who, make_node, make_execution
         add_url = reverse(f"admin:django_workers_{model}_add")
         changelist = html(client.get(reverse(f"admin:django_workers_{model}_changelist")))
         assert add_url not in changelist, "no add button (nor link in the navigation sidebar)"
-        assert 'name="action"' not in changelist, "no bulk actions (no delete)"
+        assert 'value="delete_selected"' not in changelist, "no delete action"
+        # The only actions: the control ones, on executions, for whoever may control workers.
+        controls = model == "execution" and who == "superuser_client"
+        assert ('name="action"' in changelist) is controls
+        if controls:
+            offered = set(
+                re.findall(r'<option value="(\w+)"', changelist.split('name="action"', 1)[1].split("</select>")[0])
+            )
+            assert offered == {"restart_workers", "pause_workers", "resume_workers"}
         detail = html(client.get(reverse(f"admin:django_workers_{model}_change", args=[obj.pk])))
         assert "deletelink" not in detail
         assert 'name="_save"' not in detail and 'name="_continue"' not in detail
@@ -113,24 +126,224 @@ def test_nobody_can_add_change_or_delete(request, who, make_node, make_execution
 # -- executions changelist -------------------------------------------------------------------------
 
 
+def cell(page: str, column: str) -> list[str]:
+    """The inner HTML of a changelist's column, top to bottom."""
+    return re.findall(rf'<td class="field-{column}[^"]*">(.*?)</td>', page, re.DOTALL)
+
+
 def test_changelist_columns(viewer_client, make_node, make_execution):
-    node = make_node(hostname="worker-host-1")
-    make_execution(node, worker="alpha", attempt=2, max_attempts=3, status=ExecutionStatus.ERROR, duration=75.0)
-    make_execution(node, worker="beta", attempt=4, max_attempts=0, status=ExecutionStatus.RUNNING, duration=None)
+    node = make_node(hostname="worker-host-1", pid=4242)
+    other = make_node(hostname="worker-host-1", pid=77)
+    make_execution(
+        node,
+        worker="alpha",
+        attempt=2,
+        max_attempts=3,
+        status=ExecutionStatus.ERROR,
+        duration=75.0,
+        error="ValueError: boom",
+    )
+    make_execution(other, worker="beta", attempt=4, max_attempts=0, status=ExecutionStatus.RUNNING, duration=None)
     make_execution(node, worker="gamma", status=ExecutionStatus.SUCCESS, duration=0.25)
     page = html(viewer_client.get(EXECUTIONS))
     assert '<span class="dw-badge dw-status-error">error</span>' in page
     assert '<span class="dw-badge dw-status-running">running</span>' in page
     assert '<span class="dw-badge dw-status-success">success</span>' in page
     assert ">2/3<" in page and ">4/unlimited<" in page
-    assert page.count("worker-host-1") >= 3
+    # host:pid tells two processes of one host apart.
+    assert cell(page, "node_display") == ["worker-host-1:4242", "worker-host-1:77", "worker-host-1:4242"]
     assert ">1 min 15 s<" in page and ">250 ms<" in page
+    assert cell(page, "error_display") == [
+        '<span class="dw-error" title="ValueError: boom">ValueError: boom</span>',
+        "-",
+        "-",
+    ]
+    headers = re.findall(r'<th scope="col" class="column-(\w+)', page)
+    assert headers == [
+        "worker",
+        "status_display",
+        "attempt_display",
+        "node_display",
+        "started_display",
+        "duration_display",
+        "error_display",
+    ]
+    assert "<span>Host:pid</span>" in page
+    for started in cell(page, "started_display"):
+        assert re.fullmatch(
+            r'<time class="dw-time" datetime="[^"]+">\d{4}-\d\d-\d\d <span>\d\d:\d\d:\d\d UTC</span></time>', started
+        ), started
     assert listed_workers(page) == ["alpha", "beta", "gamma"], "newest first"
     assert "django_workers/admin.css" in page
     # Large-table settings: no full count, no facets, columns not sortable (only the indexed order).
     assert "total)" not in page
     assert "_facets" not in page
     assert "sortable" not in page
+
+
+def test_error_column_shows_the_first_line_cut_with_the_whole_text_in_its_title(
+    viewer_client, make_node, make_execution
+):
+    node = make_node()
+    long_line = "OperationalError: " + "connection refused " * 10
+    make_execution(node, worker="long", status=ExecutionStatus.ERROR, error=long_line)
+    make_execution(node, worker="lines", status=ExecutionStatus.ERROR, error="KeyError: 'id'\nduring handling: more")
+    make_execution(node, worker="script", status=ExecutionStatus.ERROR, error=f'Exception: {XSS} "quoted"\nline 2')
+    make_execution(node, worker="fine", status=ExecutionStatus.SUCCESS, error="")
+    page = html(viewer_client.get(EXECUTIONS))
+    assert listed_workers(page) == ["long", "lines", "script", "fine"]
+    errors = dict(zip(listed_workers(page), cell(page, "error_display"), strict=True))
+    cut = long_line[:119].rstrip() + "\u2026"
+    assert errors["long"] == f'<span class="dw-error" title="{long_line.strip()}">{cut}</span>'
+    assert len(cut) <= 120
+    # A first line that fits still gets the ellipsis when lines follow: there is more to read.
+    assert errors["lines"] == (
+        '<span class="dw-error" title="KeyError: &#x27;id&#x27;\nduring handling: more">'
+        "KeyError: &#x27;id&#x27;\u2026</span>"
+    )
+    # Escaped in the text and in the attribute (quotes included): nothing breaks out of the title.
+    assert errors["script"] == (
+        f'<span class="dw-error" title="Exception: {XSS_ESCAPED} &quot;quoted&quot;\nline 2">'
+        f"Exception: {XSS_ESCAPED} &quot;quoted&quot;\u2026</span>"
+    )
+    assert errors["fine"] == "-"
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ("", "-"),
+        ("   \n  ", "-"),
+        ("ValueError: boom", "ValueError: boom"),
+        ("\n\nValueError: boom\r\n", "ValueError: boom"),
+        ("a" * 120, "a" * 120),
+        ("a" * 121, "a" * 119 + "\u2026"),
+        ("a" * 10 + "\r\nb", "a" * 10 + "\u2026"),
+    ],
+)
+def test_error_summary(error, shown):
+    summary = display.error_summary(error)
+    if shown == "-":
+        assert summary == "-"
+    else:
+        assert f">{shown}</span>" in summary
+        assert len(shown) <= display.ERROR_SUMMARY_LENGTH
+
+
+MOMENT = datetime(2026, 12, 3, 14, 5, 9, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("zone", "iso", "clock"),
+    [
+        ("UTC", "2026-12-03T14:05:09+00:00", "14:05:09 UTC"),
+        ("Europe/Paris", "2026-12-03T15:05:09+01:00", "15:05:09 CET"),
+        ("America/New_York", "2026-12-03T09:05:09-05:00", "09:05:09 EST"),
+        # A zone without an abbreviation: its offset, as the time zone database names it.
+        ("America/Sao_Paulo", "2026-12-03T11:05:09-03:00", "11:05:09 -03"),
+    ],
+)
+def test_times_are_shown_to_the_second_in_the_active_time_zone(
+    viewer_client, make_node, make_execution, zone, iso, clock
+):
+    node = make_node(started_at=MOMENT, last_heartbeat=MOMENT, stopped_at=MOMENT)
+    execution = make_execution(
+        node, created_at=MOMENT, started_at=MOMENT, finished_at=MOMENT + timedelta(seconds=61), duration=61.0
+    )
+    date = iso[:10]
+    expected = f'<time class="dw-time" datetime="{iso}">{date} <span>{clock}</span></time>'
+    with timezone.override(zone):
+        listed = html(viewer_client.get(EXECUTIONS))
+        detail = html(viewer_client.get(execution_url(execution)))
+        nodes = html(viewer_client.get(NODES))
+        node_page = html(viewer_client.get(node_url(node)))
+    assert cell(listed, "started_display") == [expected]
+    for field in ("created_display", "started_display"):
+        assert re.search(rf'<div class="readonly">{re.escape(expected)}</div>', detail), field
+    finished = expected.replace(":05:09", ":06:10")  # 61 s later (every zone here is whole hours off UTC)
+    assert re.search(rf'<div class="readonly">{re.escape(finished)}</div>', detail)
+    assert cell(nodes, "started_display") == [expected] and cell(nodes, "heartbeat_display") == [expected]
+    assert node_page.count(expected) == 3, "started, last heartbeat, stopped"
+
+
+def test_exact_time_of_nothing_and_of_a_naive_time():
+    assert display.exact_time(None) == "-"
+    naive = datetime(2026, 12, 3, 14, 5, 9)
+    assert display.exact_time(naive) == (
+        '<time class="dw-time" datetime="2026-12-03T14:05:09">2026-12-03 <span>14:05:09</span></time>'
+    )
+
+
+def test_host_pid_and_times_on_the_detail_page(viewer_client, make_node, make_execution, make_events):
+    node = make_node(hostname="db-worker", pid=31337)
+    execution = make_execution(node, created_at=MOMENT, started_at=MOMENT, finished_at=None, duration=None)
+    make_events(execution, 1)
+    page = html(viewer_client.get(execution_url(execution)))
+    assert f'<a href="{node_url(node)}">db-worker:31337</a>' in page
+    with timezone.override("UTC"):
+        page = html(viewer_client.get(execution_url(execution)))
+    expected = '<time class="dw-time" datetime="2026-12-03T14:05:09+00:00">2026-12-03 <span>14:05:09 UTC</span></time>'
+    assert page.count(expected) == 2, "created and started"
+    assert re.search(r'field-finished_display.*?<div class="readonly">-</div>', page, re.DOTALL), "not finished"
+    # The events' times carry the zone too.
+    assert re.search(r'<td class="field-timestamp nowrap">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} UTC</td>', page)
+
+
+def test_lost_and_paused_are_filters_and_badges(viewer_client, make_node, make_execution):
+    node = make_node()
+    for status in ExecutionStatus:
+        make_execution(node, worker=f"w-{status.value}", status=status)
+    page = html(viewer_client.get(EXECUTIONS))
+    filters = sidebar(page)
+    for status in ExecutionStatus:
+        assert f'href="?status__exact={status.value}"' in filters, status
+        assert f'<span class="dw-badge dw-status-{status.value}">{status.label}</span>' in page, status
+    for status in (ExecutionStatus.LOST, ExecutionStatus.PAUSED):
+        page = html(viewer_client.get(EXECUTIONS, {"status__exact": status.value}))
+        assert listed_workers(page) == [f"w-{status.value}"]
+    # Not a status: no row, no error page.
+    assert listed_workers(html(viewer_client.get(EXECUTIONS, {"status__exact": "bogus"}))) == []
+
+
+def test_an_attempt_of_a_lost_node_is_listed_as_lost_with_the_reason(viewer_client, make_node, make_execution, now):
+    lost = make_node(hostname="gone", pid=4242, last_heartbeat=now - timedelta(minutes=5))
+    make_execution(lost, worker="relay", status=ExecutionStatus.RUNNING, finished_at=None, duration=None)
+    assert close_orphans("default", now - timedelta(minutes=1)) == 1
+    page = html(viewer_client.get(EXECUTIONS, {"status__exact": "lost"}))
+    assert listed_workers(page) == ["relay"]
+    assert '<span class="dw-badge dw-status-lost">lost</span>' in page
+    assert cell(page, "node_display") == ["gone:4242"]
+    assert "node gone:4242 was lost (no heartbeat since " in cell(page, "error_display")[0]
+    assert listed_workers(html(viewer_client.get(EXECUTIONS, {"status__exact": "error"}))) == []
+
+
+def test_every_status_has_its_own_badge_colour():
+    """admin.css gives each stored status a background; lost is not error's red, paused not unknown's grey."""
+    css = (Path(django_workers.__file__).parent / "static" / "django_workers" / "admin.css").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
+    colours: dict[str, str] = {}
+    for selectors, colour in re.findall(r"([^{}]+)\{\s*background:\s*(#[0-9a-f]{6});\s*\}", css):
+        for selector in selectors.split(","):
+            if match := re.fullmatch(r"\s*\.dw-status-(\w+)\s*", selector):
+                colours[match[1]] = colour
+    assert set(colours) == set(ExecutionStatus.values)
+    assert colours["lost"] not in (colours["error"], colours["unknown"])
+    assert colours["paused"] not in (colours["unknown"], colours["running"], colours["error"])
+
+
+@pytest.mark.parametrize("who", ["viewer_client", "superuser_client"])
+def test_no_history_button_and_no_history_page(request, who, make_node, make_execution):
+    client: Client = request.getfixturevalue(who)
+    node = make_node()
+    execution = make_execution(node)
+    for model, obj in (("execution", execution), ("node", node)):
+        history = reverse(f"admin:django_workers_{model}_history", args=[obj.pk])
+        page = html(client.get(reverse(f"admin:django_workers_{model}_change", args=[obj.pk])))
+        assert "historylink" not in page and history not in page, model
+        assert 'class="object-tools"' not in page, model
+        assert client.get(history).status_code == 403, model
+    # The admin's redirect for a missing object does not reveal anything either.
+    assert client.get(reverse("admin:django_workers_execution_history", args=[uuid.uuid4()])).status_code == 403
 
 
 def test_filter_by_status(viewer_client, make_node, make_execution):
@@ -407,7 +620,7 @@ def test_node_detail(viewer_client, make_node, make_execution, make_events):
     make_events(None, 1, node=node, message="recorder dropped 7 events")
     page = html(viewer_client.get(node_url(node)))
     assert "detail-host" in page and "dw-node-alive" in page
-    assert "<li>alpha</li><li>beta</li>" in page
+    assert '<div class="readonly"><ul class="dw-workers"><li>alpha</li><li>beta</li></ul></div>' in page
     assert "recorder dropped 7 events" in page
     assert "an execution event" not in page, "only node-level events are shown with the node"
     assert f"{EXECUTIONS}?node__id__exact={node.pk}" in page

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from django_workers.models import Execution, ExecutionEvent, ExecutionStatus, Node
-from tests.support import MANAGE, ROOT, RunworkersProcess, StartRunworkers, runworkers_environment
+from tests.support import Completed, RunworkersProcess, StartRunworkers, on_test_database, run_command
 
 SETTINGS = "tests.scenarios.settings_health"
 #: Dotted path prefix of the health test workers.
@@ -103,11 +99,6 @@ def ready(client: Client) -> tuple[int, dict[str, str]]:
 # -- subprocesses ------------------------------------------------------------------------------------
 
 
-def on_test_database(env: dict[str, str] | None = None) -> dict[str, str]:
-    """``env`` and the variable that points a subprocess's ``default`` database at this session's test database."""
-    return {"HEALTH_TEST_DB_NAME": str(connection.settings_dict["NAME"]), **(env or {})}
-
-
 @pytest.fixture
 def runworkers(transactional_db: None, start: StartRunworkers) -> StartRunworkers:
     """A factory of ``runworkers`` subprocesses on the test database (tests/conftest.py's ``start``).
@@ -121,33 +112,13 @@ def runworkers(transactional_db: None, start: StartRunworkers) -> StartRunworker
     return run
 
 
-@dataclass
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def checkworkers(tmp_path: Path) -> Callable[..., Completed]:
     """Runs ``manage.py checkworkers`` in a subprocess (as an exec probe does); killed on time-out."""
 
     def run(*args: str, workers: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 60) -> Completed:
-        process = subprocess.Popen(
-            [sys.executable, "-W", "error", str(MANAGE), "checkworkers", *args],
-            cwd=ROOT,
-            env=runworkers_environment(tmp_path, settings=SETTINGS, workers=workers, env=on_test_database(env)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        return run_command(
+            "checkworkers", *args, tmp_path=tmp_path, settings=SETTINGS, workers=workers, env=env, timeout=timeout
         )
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-        return Completed(process.returncode, stdout, stderr)
 
     return run

@@ -119,4 +119,4 @@ def test_terminated_connections_and_a_server_restart_leave_a_true_history(
     steady = Execution.objects.using(alias).get(node=node, worker="steady")
     assert steady.status == "success"
     stuck = Execution.objects.using(alias).get(node=node, worker="stuck")
-    assert (stuck.status, stuck.error) == ("error", closings(recorder)[1])
+    assert (stuck.status, stuck.error) == ("lost", closings(recorder)[1])

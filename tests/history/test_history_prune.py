@@ -75,7 +75,7 @@ def run(*args: str) -> str:
 def test_dry_run_counts_without_deleting(history: History) -> None:
     before = (Execution.objects.count(), ExecutionEvent.objects.count(), Node.objects.count())
     out = run("--older-than", "7", "--dry-run")
-    assert out.startswith("Would delete 6 execution(s), 17 event(s) and 1 node(s) older than 7 day(s)")
+    assert out.startswith("Would delete 6 execution(s), 17 event(s), 0 tally row(s) and 1 node(s) older than 7 day(s)")
     assert "(dry run: nothing deleted)" in out
     assert (Execution.objects.count(), ExecutionEvent.objects.count(), Node.objects.count()) == before
 
@@ -83,13 +83,13 @@ def test_dry_run_counts_without_deleting(history: History) -> None:
 def test_pruning_deletes_in_batches_what_the_dry_run_counted(history: History) -> None:
     with CaptureQueriesContext(connection) as queries:
         out = run("--older-than", "7", "--batch-size", "2", "-v", "2")
-    assert "Deleted 6 execution(s), 17 event(s) and 1 node(s) older than 7 day(s)" in out
+    assert "Deleted 6 execution(s), 17 event(s), 0 tally row(s) and 1 node(s) older than 7 day(s)" in out
     batches = [line.strip() for line in out.splitlines() if line.strip().startswith("batch ")]
     assert batches == [
-        "batch 1: 2 execution(s), 6 event(s) and 0 node(s)",
-        "batch 2: 2 execution(s), 6 event(s) and 0 node(s)",
-        "batch 3: 2 execution(s), 4 event(s) and 0 node(s)",  # 3 + 1 events: the live node's old one
-        "batch 4: 0 execution(s), 1 event(s) and 1 node(s)",  # the dead node's marker, then the node
+        "batch 1: 2 execution(s), 6 event(s), 0 tally row(s) and 0 node(s)",
+        "batch 2: 2 execution(s), 6 event(s), 0 tally row(s) and 0 node(s)",
+        "batch 3: 2 execution(s), 4 event(s), 0 tally row(s) and 0 node(s)",  # 3 + 1 events: the live node's old one
+        "batch 4: 0 execution(s), 1 event(s), 0 tally row(s) and 1 node(s)",  # the dead node's marker, then the node
     ]
     assert "in 4 transaction(s)" in out
     # Each batch is its own transaction (a savepoint inside this test's transaction).
@@ -97,7 +97,7 @@ def test_pruning_deletes_in_batches_what_the_dry_run_counted(history: History) -
     assert set(Execution.objects.values_list("pk", flat=True)) == {row.pk for row in history.recent}
     assert ExecutionEvent.objects.count() == 2 * 2 + 1
     assert list(Node.objects.values_list("hostname", flat=True)) == ["live"]
-    assert run("--older-than", "7").startswith("Deleted 0 execution(s), 0 event(s) and 0 node(s)")
+    assert run("--older-than", "7").startswith("Deleted 0 execution(s), 0 event(s), 0 tally row(s) and 0 node(s)")
 
 
 def test_prune_step_deletes_one_batch(history: History) -> None:
@@ -109,7 +109,9 @@ def test_prune_step_deletes_one_batch(history: History) -> None:
 
 def test_the_default_age_is_the_retention_setting(history: History, settings: object) -> None:
     settings.WORKERS = {"HISTORY": {"RETENTION_DAYS": 30}, "WORKERS": []}  # type: ignore[attr-defined]
-    assert run("--dry-run").startswith("Would delete 0 execution(s), 0 event(s) and 0 node(s) older than 30 day(s)")
+    assert run("--dry-run").startswith(
+        "Would delete 0 execution(s), 0 event(s), 0 tally row(s) and 0 node(s) older than 30 day(s)"
+    )
     settings.WORKERS = {"HISTORY": {"RETENTION_DAYS": 5}, "WORKERS": []}  # type: ignore[attr-defined]
     assert run().startswith("Deleted 6 execution(s)")
 

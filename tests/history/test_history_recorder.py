@@ -237,7 +237,7 @@ def test_an_attempt_still_running_at_the_stop_is_closed_with_the_node(scene: Sce
     recorder.stop(10)
     gate.set()
     row = Execution.objects.get()
-    assert row.status == "error"
+    assert row.status == "lost", "the process exits under it: not a failure of the worker"
     node = f"{recorder.hostname}:{recorder.pid}"
     assert row.error == f"node {node} stopped while the attempt was still running"
     assert row.finished_at is not None
@@ -281,7 +281,7 @@ def test_the_node_heartbeat_advances_with_the_database_clock(scene: Scene) -> No
     wait_for(lambda: (registry.get_sample_value("worker_last_heartbeat_timestamp_seconds") or 0) >= second.timestamp())
 
 
-def test_on_start_the_open_attempts_of_a_lost_node_are_closed_as_error(scene: Scene) -> None:
+def test_on_start_the_open_attempts_of_a_lost_node_are_closed_as_lost(scene: Scene) -> None:
     now = timezone.now()
     lost = Node.objects.create(
         hostname="gone-host",
@@ -314,12 +314,12 @@ def test_on_start_the_open_attempts_of_a_lost_node_are_closed_as_error(scene: Sc
     pool = scene.pool(UntilCancelled())
     recorder = scene.recorder(pool, heartbeat_interval=0.5)
     pool.start()
-    wait_for(lambda: Execution.objects.get(pk=running.pk).status == "error", timeout=10)
+    wait_for(lambda: Execution.objects.get(pk=running.pk).status == "lost", timeout=10)
 
     message = f"node gone-host:4242 was lost (no heartbeat since {lost.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC)"
     for row in (running, deferred):
         row.refresh_from_db()
-        assert (row.status, row.error, row.finished_at) == ("error", message, lost.last_heartbeat)
+        assert (row.status, row.error, row.finished_at) == ("lost", message, lost.last_heartbeat)
         event = ExecutionEvent.objects.get(execution=row)
         assert (event.level, event.message) == ("ERROR", message)
     running.refresh_from_db()

@@ -131,7 +131,7 @@ def test_after_a_kill_9_the_next_start_closes_the_orphaned_executions(
     survivor = start(workers=workers, env=process_database.env)
     survivor.expect(r"sleeper is running")
     wait_for(
-        lambda: Execution.objects.using(alias).get(pk=orphan.pk).status == "error",
+        lambda: Execution.objects.using(alias).get(pk=orphan.pk).status == "lost",
         timeout=15,
         interval=0.05,
         what="the orphaned execution closed",
@@ -147,7 +147,7 @@ def test_after_a_kill_9_the_next_start_closes_the_orphaned_executions(
     assert closing is not None
     assert (closing.level, closing.message) == ("ERROR", message)
     assert lost.stopped_at is None  # killed: it never stopped
-    survivor.expect(r"closed 1 execution\(s\) of lost node\(s\) as error")
+    survivor.expect(r"1 execution\(s\) of lost node\(s\) closed as lost")
 
     survivor.send(signal.SIGTERM)
     assert survivor.wait() == 0
@@ -190,7 +190,7 @@ def test_at_the_stop_timeout_the_history_closes_the_stuck_attempt_and_the_node(
     assert set(rows) == {"stuck", "sleeper"}
     stuck, sleeper = rows["stuck"], rows["sleeper"]
     closing = f"node {node.hostname}:{process.pid} stopped while the attempt was still running"
-    assert (stuck.status, stuck.error) == ("error", closing)
+    assert (stuck.status, stuck.error) == ("lost", closing)
     assert stuck.finished_at is not None and stuck.duration is not None
     events = ExecutionEvent.objects.using(alias).filter(execution=stuck).order_by("timestamp", "id")
     assert [(event.level, event.message) for event in events] == [

@@ -130,7 +130,7 @@ def check_history(
             assert (row.finished_at, row.duration) == (None, None), what
             assert dropped > 0, what
         elif row.error == stopped_running:
-            assert row.status == "error", what
+            assert row.status == "lost", what
             assert any(isinstance(event, WorkerStopTimedOut) for event in events), what
             assert end is None, what  # still running when the node stopped
         elif row.status in ("success", "error"):

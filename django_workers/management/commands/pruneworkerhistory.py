@@ -35,11 +35,14 @@ def _batch_size(value: str) -> int:
 
 
 def _describe(counts: PruneCounts) -> str:
-    return f"{counts.executions} execution(s), {counts.events} event(s) and {counts.nodes} node(s)"
+    return (
+        f"{counts.executions} execution(s), {counts.events} event(s), {counts.tallies} tally row(s) "
+        f"and {counts.nodes} node(s)"
+    )
 
 
 class Command(BaseCommand):
-    """Delete executions, their events and stopped nodes older than ``--older-than`` days."""
+    """Delete executions, their events, the overview's tallies and stopped nodes older than ``--older-than`` days."""
 
     help = (
         "Deletes stored worker executions (with their events) created more than --older-than days ago, "

@@ -1,0 +1,330 @@
+"""What the overview page shows, read with a fixed number of queries whatever the history's size.
+
+Four queries on the history database: the nodes shown (alive or stale ones heart-beating within
+a day, stopped ones that stopped within a day; at most :data:`NODES_LIMIT`), the workers' states
+on those nodes (:class:`~django_workers.models.WorkerState`, one row per node and worker), their
+failures and restarts in the last hour and day, and the day's timeline of every worker: both
+sums over :class:`~django_workers.models.ExecutionTally` (a row per worker, node and 5-minute
+period), grouped by the database. The executions table is never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Now
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from ..models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, Node, WorkerState
+from ..settings import validate_settings
+from .display import human_duration, node_state
+from .timeline import BUCKET_SECONDS, Timeline, build_timeline, period_labels
+
+__all__ = [
+    "ERROR_LINE_LIMIT",
+    "NODES_LIMIT",
+    "NodeView",
+    "Overview",
+    "WorkerGroup",
+    "WorkerRow",
+    "configured_worker_names",
+    "read_overview",
+]
+
+#: Nodes shown at most (the latest ones first); the page says when more exist.
+NODES_LIMIT: Final = 50
+#: The last error is shown on one line of at most this many characters.
+ERROR_LINE_LIMIT: Final = 120
+#: The window of the recent counts and of the timeline.
+DAY: Final = timedelta(hours=24)
+#: "The last hour": the current period and the 11 before it.
+HOUR_PERIODS: Final = 12
+
+#: How urgent a worker's row is, most urgent first (the page lists problems first).
+EXHAUSTED, SILENT, FAILING, OTHER = range(4)
+SEVERITY_LABELS: Final = {EXHAUSTED: "exhausted", SILENT: "silent", FAILING: "failing", OTHER: ""}
+_NODE_RANK: Final = {"alive": 0, "stale": 1, "stopped": 2}
+_OPEN: Final = (ExecutionStatus.RUNNING.value, ExecutionStatus.DEFERRED.value)
+
+
+def ago(value: datetime | None, now: datetime) -> str:
+    """``value`` relative to ``now``: ``12.0 s ago``, ``3 min 7 s ago``, ``1 h 2 min ago``; ``-`` for None."""
+    if value is None:
+        return "-"
+    return _("%(duration)s ago") % {"duration": human_duration(max(0.0, (now - value).total_seconds()))}
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as the page shows it."""
+
+    node: Node
+    state: str  # alive, stale, stopped
+    uptime: str
+    heartbeat_ago: str
+
+    @property
+    def label(self) -> str:
+        """``host:pid``."""
+        return f"{self.node.hostname}:{self.node.pid}"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Failures (failed and lost attempts) and restarts in the last hour and day."""
+
+    failures_hour: int = 0
+    failures_day: int = 0
+    restarts_hour: int = 0
+    restarts_day: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.failures_hour + other.failures_hour,
+            self.failures_day + other.failures_day,
+            self.restarts_hour + other.restarts_hour,
+            self.restarts_day + other.restarts_day,
+        )
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """One worker on one node."""
+
+    node: NodeView
+    worker: str
+    status: str  # as shown: a running worker of a stale node is lost, of a stopped one unknown
+    attempt: str  # i/n, i/unlimited, or "-"
+    since: datetime | None
+    since_ago: str
+    error_line: str
+    error_execution_id: str | None
+    exhausted: bool
+    silent: bool
+    paused: bool
+    counts: Counts
+    severity: int
+
+    @property
+    def problem(self) -> str:
+        """``exhausted``, ``silent``, ``failing`` or ``""``."""
+        return SEVERITY_LABELS[self.severity]
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """One worker name: its rows (one per node running it), totals and timeline."""
+
+    name: str
+    rows: tuple[WorkerRow, ...]
+    timeline: Timeline
+    counts: Counts
+    severity: int
+    configured: bool
+
+    @property
+    def problem(self) -> str:
+        """The most urgent problem of its rows, or ``""``."""
+        return SEVERITY_LABELS[self.severity]
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Everything the page shows."""
+
+    now: datetime
+    groups: tuple[WorkerGroup, ...]
+    nodes: tuple[NodeView, ...]
+    more_nodes: bool
+    window_start: datetime
+    hour_start: datetime
+
+
+def configured_worker_names() -> list[str]:
+    """The worker names ``WORKERS["WORKERS"]`` configures (none when the setting is invalid)."""
+    try:
+        validation = validate_settings()
+    except Exception:  # a worker module broken in this process: the checks report it
+        return []
+    return validation.settings.worker_names() if validation.settings is not None else []
+
+
+def error_line(text: str, limit: int = ERROR_LINE_LIMIT) -> str:
+    """The first non-empty line of ``text``, cut to ``limit`` characters with an ellipsis."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "\u2026"
+
+
+def attempt_text(attempt: int, max_attempts: int) -> str:
+    """``2/3``, ``2/unlimited``; ``-`` before the first attempt."""
+    if attempt <= 0:
+        return "-"
+    return f"{attempt}/{max_attempts or 'unlimited'}"
+
+
+def _shown_status(status: str, state: str) -> str:
+    """What a node's state makes of a worker's status: never ``running`` on a node that is gone."""
+    if state == "stale" and status in (*_OPEN, ExecutionStatus.PAUSED.value):
+        return ExecutionStatus.LOST.value
+    if state == "stopped" and status in _OPEN:
+        return ExecutionStatus.UNKNOWN.value
+    return status
+
+
+def _severity(state: str, status: str, exhausted: bool, silent: bool) -> int:
+    if state == "stopped":
+        return OTHER  # history: a stopped node's workers are nobody's problem now
+    if exhausted and status == ExecutionStatus.ERROR:
+        return EXHAUSTED
+    if silent and status == ExecutionStatus.RUNNING:
+        return SILENT
+    if status in (ExecutionStatus.ERROR, ExecutionStatus.LOST):
+        return FAILING
+    return OTHER
+
+
+def _window(now: datetime) -> tuple[datetime, datetime]:
+    """The start of the day's window and of the last hour's.
+
+    The day ends with the quarter hour (timeline bucket) holding ``now``: its buckets are wall-clock
+    quarter hours. The last hour is the current period and the 11 before it.
+    """
+    seconds = int(now.timestamp())
+    end = seconds - seconds % BUCKET_SECONDS + BUCKET_SECONDS
+    day_start = datetime.fromtimestamp(end - int(DAY.total_seconds()), UTC)
+    current = seconds - seconds % TALLY_PERIOD
+    hour_start = datetime.fromtimestamp(current - (HOUR_PERIODS - 1) * TALLY_PERIOD, UTC)
+    return day_start, hour_start
+
+
+def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
+    """Read the page's data from ``database`` (four queries) and arrange it, problems first."""
+    nodes_query = (
+        Node.objects.using(database)
+        .annotate(db_now=Now())
+        .filter(
+            Q(stopped_at__isnull=True, last_heartbeat__gte=timezone.now() - DAY)
+            | Q(stopped_at__gte=timezone.now() - DAY)
+        )
+        .order_by(F("stopped_at").desc(nulls_first=True), "-last_heartbeat", "-started_at")
+    )
+    fetched = list(nodes_query[: NODES_LIMIT + 1])
+    more_nodes = len(fetched) > NODES_LIMIT
+    nodes = fetched[:NODES_LIMIT]
+    now: datetime = nodes[0].db_now if nodes else timezone.now()
+    day_start, hour_start = _window(now)
+    views = {node.pk: _node_view(node, now) for node in nodes}
+
+    states = list(WorkerState.objects.using(database).filter(node_id__in=list(views)).order_by())
+    per_node = _node_counts(database, list(views), day_start, hour_start)
+    labels = period_labels(day_start, now)
+    timelines = build_timelines(database, day_start, now, labels)
+
+    rows: dict[str, list[WorkerRow]] = {}
+    for state in states:
+        view = views[state.node_id]
+        status = _shown_status(state.status, view.state)
+        rows.setdefault(state.worker, []).append(
+            WorkerRow(
+                node=view,
+                worker=state.worker,
+                status=status,
+                attempt=attempt_text(state.attempt, state.max_attempts),
+                since=state.since,
+                since_ago=ago(state.since, now),
+                error_line=error_line(state.last_error),
+                error_execution_id=str(state.last_error_execution_id) if state.last_error_execution_id else None,
+                exhausted=state.exhausted and status == ExecutionStatus.ERROR,
+                silent=state.silent and status == ExecutionStatus.RUNNING,
+                paused=state.paused and view.state != "stale",
+                counts=per_node.get((state.node_id, state.worker), Counts()),
+                severity=_severity(view.state, status, state.exhausted, state.silent),
+            )
+        )
+    configured_set = set(configured)
+    names = set(rows) | configured_set | set(timelines)
+    groups = []
+    for name in names:
+        worker_rows = sorted(
+            rows.get(name, ()),
+            key=lambda row: (_NODE_RANK[row.node.state], row.severity, -row.node.node.started_at.timestamp()),
+        )
+        total = sum((row.counts for row in worker_rows), Counts())
+        groups.append(
+            WorkerGroup(
+                name=name,
+                rows=tuple(worker_rows),
+                timeline=timelines.get(name) or build_timeline((), day_start, now, labels),
+                counts=total,
+                severity=min((row.severity for row in worker_rows), default=OTHER),
+                configured=name in configured_set,
+            )
+        )
+    groups.sort(key=lambda group: (group.severity, group.name))
+    return Overview(
+        now=now,
+        groups=tuple(groups),
+        nodes=tuple(views.values()),
+        more_nodes=more_nodes,
+        window_start=day_start,
+        hour_start=hour_start,
+    )
+
+
+def _node_view(node: Node, now: datetime) -> NodeView:
+    state = node_state(node)
+    end = node.stopped_at if node.stopped_at is not None else now
+    return NodeView(
+        node=node,
+        state=state,
+        uptime=human_duration(max(0.0, (end - node.started_at).total_seconds())),
+        heartbeat_ago=ago(node.last_heartbeat, now),
+    )
+
+
+def _node_counts(
+    database: str, node_ids: Iterable[Any], day_start: datetime, hour_start: datetime
+) -> dict[tuple[Any, str], Counts]:
+    """Failures (failed + lost) and restarts per node and worker, in the last hour and day (one query)."""
+    recent = Q(period_start__gte=hour_start)
+    sums = (
+        ExecutionTally.objects.using(database)
+        .filter(node_id__in=list(node_ids), period_start__gte=day_start)
+        .order_by()
+        .values("node_id", "worker")
+        .annotate(
+            failures_day=Sum(F("failed") + F("lost")),
+            restarts_day=Sum("restarted"),
+            failures_hour=Sum(F("failed") + F("lost"), filter=recent),
+            restarts_hour=Sum("restarted", filter=recent),
+        )
+    )
+    return {
+        (row["node_id"], row["worker"]): Counts(
+            failures_hour=row["failures_hour"] or 0,
+            failures_day=row["failures_day"] or 0,
+            restarts_hour=row["restarts_hour"] or 0,
+            restarts_day=row["restarts_day"] or 0,
+        )
+        for row in sums
+    }
+
+
+def build_timelines(database: str, day_start: datetime, now: datetime, labels: list[str]) -> dict[str, Timeline]:
+    """Every worker's timeline of the day, over all nodes (one query: sums per worker and period)."""
+    sums = (
+        ExecutionTally.objects.using(database)
+        .filter(period_start__gte=day_start)
+        .order_by()
+        .values_list("worker", "period_start")
+        .annotate(Sum("started"), Sum("succeeded"), Sum("failed"), Sum("lost"), Sum("restarted"))
+    )
+    periods: dict[str, list[tuple[datetime, tuple[int, int, int, int, int]]]] = {}
+    for worker, start, *counts in sums:
+        periods.setdefault(worker, []).append((start, tuple(count or 0 for count in counts)))  # type: ignore[arg-type]
+    return {worker: build_timeline(rows, day_start, now, labels) for worker, rows in periods.items()}

@@ -1,0 +1,197 @@
+"""The current state of each worker of this node (:class:`~django_workers.models.WorkerState`).
+
+The writer keeps each worker's state in memory as last committed, applies a batch's events to
+copies, upserts the rows that changed in the batch's transaction, and keeps the copies once it
+is committed (as :class:`~django_workers.history.attempts.AttemptLog` does for attempts). At the
+node's registration every registered worker gets its row, ``unknown`` until it does something.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+from django.db import connections
+
+from ..core.events import (
+    AttemptFailed,
+    AttemptsExhausted,
+    AttemptStarted,
+    LifecycleEvent,
+    ReportedEvent,
+    WorkerControlled,
+    WorkerPaused,
+    WorkerSilent,
+)
+from ..models import ExecutionStatus, WorkerState
+from .buffer import REPORTED
+from .sql import escape_nul, execute_many
+
+__all__ = ["STATE_COLUMNS", "State", "StateLog", "upsert_states"]
+
+STATE_COLUMNS: Final = (
+    "node",
+    "worker",
+    "position",
+    "status",
+    "attempt",
+    "max_attempts",
+    "since",
+    "execution_id",
+    "last_error",
+    "last_error_execution_id",
+    "exhausted",
+    "silent",
+    "paused",
+    "updated_at",
+)
+_UPDATED: Final = tuple(name for name in STATE_COLUMNS if name not in ("node", "worker"))
+
+
+@dataclass(slots=True)
+class State:
+    """What the writer knows of one worker's row (written whole when it changes)."""
+
+    worker: str
+    position: int
+    status: str = ExecutionStatus.UNKNOWN.value
+    attempt: int = 0
+    max_attempts: int = 1
+    since: datetime | None = None
+    execution_id: uuid.UUID | None = None
+    last_error: str = ""
+    last_error_execution_id: uuid.UUID | None = None
+    exhausted: bool = False
+    silent: bool = False
+    paused: bool = False
+
+    def as_row(self, node_id: uuid.UUID, now: datetime) -> tuple[Any, ...]:
+        """The row's values, in :data:`STATE_COLUMNS` order."""
+        return (
+            node_id,
+            self.worker,
+            self.position,
+            self.status,
+            self.attempt,
+            self.max_attempts,
+            self.since,
+            self.execution_id,
+            self.last_error,
+            self.last_error_execution_id,
+            self.exhausted,
+            self.silent,
+            self.paused,
+            now,
+        )
+
+
+def _apply(state: State, event: ReportedEvent) -> None:
+    """One reported event's effect on its worker's state."""
+    kind = type(event)
+    record = event.record
+    status = event.status.value
+    if status != state.status:
+        state.status = status
+        state.since = record.timestamp
+    if event.attempt > 0 or state.attempt == 0:
+        state.attempt = max(1, event.attempt)  # a deferral is the first attempt's (attempt 0)
+    state.max_attempts = event.max_attempts
+    state.execution_id = uuid.UUID(event.execution_id)
+    if kind is AttemptStarted:
+        state.silent = state.exhausted = state.paused = False
+        state.since = record.timestamp  # a new attempt: running since its start
+    elif kind is AttemptFailed:
+        state.last_error = escape_nul(cast(AttemptFailed, event).failure.message)
+        state.last_error_execution_id = state.execution_id
+        state.silent = False
+    elif kind is AttemptsExhausted:
+        state.exhausted = True
+    elif kind is WorkerSilent:
+        state.silent = True
+    elif kind is WorkerPaused:
+        state.paused = True
+        state.silent = False
+    elif kind is WorkerControlled:
+        action = cast(WorkerControlled, event).action
+        if action == "pause":
+            state.paused = True
+        else:  # restart, resume: a fresh run follows
+            state.paused = state.exhausted = False
+    elif status != ExecutionStatus.RUNNING:
+        state.silent = False
+
+
+class StateLog:
+    """The workers' states as last committed by the writer, and what a batch makes of them."""
+
+    def __init__(self, names: Callable[[], Sequence[str]] | None = None) -> None:
+        self._names = names
+        self._states: dict[str, State] = {}
+        self._positions: dict[str, int] = {}
+        #: Whether every registered worker's row was written since the node was (re)registered.
+        self.seeded = False
+
+    def _position(self, worker: str) -> int:
+        position = self._positions.get(worker)
+        if position is None:
+            self._refresh_positions()
+            position = self._positions.get(worker)
+            if position is None:
+                position = self._positions[worker] = len(self._positions)
+        return position
+
+    def _refresh_positions(self) -> None:
+        if self._names is None:
+            return
+        for name in self._names():
+            self._positions.setdefault(name[:255], len(self._positions))
+
+    def seed(self) -> list[State]:
+        """Every registered worker's state (``unknown`` when it has done nothing yet), to write whole."""
+        self._refresh_positions()
+        return [self._states.get(name) or State(name, position) for name, position in self._positions.items()]
+
+    def forget(self) -> None:
+        """The node row was (re)created: every row is to be written again (:meth:`seed`)."""
+        self.seeded = False
+
+    def apply(self, events: Iterable[LifecycleEvent]) -> dict[str, State]:
+        """The states these events change (copies: nothing changes until :meth:`commit`)."""
+        known = self._states
+        touched: dict[str, State] = {}
+        for event in events:
+            if type(event) not in REPORTED:
+                continue
+            reported = cast(ReportedEvent, event)
+            worker = reported.worker[:255]
+            state = touched.get(worker)
+            if state is None:
+                previous = known.get(worker)
+                state = replace(previous) if previous is not None else State(worker, self._position(worker))
+                touched[worker] = state
+            _apply(state, reported)
+        return {worker: state for worker, state in touched.items() if state != known.get(worker)}
+
+    def commit(self, touched: dict[str, State]) -> None:
+        """The batch that changed ``touched`` is committed."""
+        self._states.update(touched)
+
+
+def upsert_states(database: str, node_id: uuid.UUID, states: Iterable[State]) -> None:
+    """Insert or update the node's rows of ``states`` (one statement per chunk of rows)."""
+    now = datetime.now(UTC)
+    rows = [state.as_row(node_id, now) for state in states]
+    if not rows:
+        return
+    quote = connections[database].ops.quote_name
+    updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in _UPDATED)
+    execute_many(
+        database,
+        WorkerState,
+        STATE_COLUMNS,
+        rows,
+        f" ON CONFLICT ({quote('node_id')}, {quote('worker')}) DO UPDATE SET {updates}",
+    )

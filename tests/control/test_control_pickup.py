@@ -1,0 +1,271 @@
+"""The pickup in process: standing pauses before the start, requests applied in order, gaps, outages, LISTEN.
+
+A real pool (workers that wait until cancelled) and a real :class:`ControlPickup` on the test database
+(``transactional_db``: the pickup reads from its own thread). Rows are inserted with the ORM or ``submit()``;
+``poll_now()`` stands for a notification where the time to pick up is not the subject.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.test import override_settings
+from django.utils import timezone
+
+from django_workers.control import ControlPickup, submit
+from django_workers.control.listen import listen_unavailable
+from django_workers.core import WorkerPool, WorkerStatus
+from django_workers.models import ControlRequest, Node
+from tests.control.conftest import POSTGRESQL, W, needs_postgresql
+from tests.history.conftest import SwitchableDatabase
+from tests.support import FnWorker, Harness, collect_logs, wait_for
+
+HISTORY_ON = {"HISTORY": {"ENABLED": True}, "WORKERS": [f"{W}.Sleeper"]}
+
+
+def waiting(name: str) -> FnWorker:
+    return FnWorker(name, lambda ctx: ctx.sleep(float("inf")))
+
+
+def request(action: str, worker: str, node: Any = None, **fields: Any) -> ControlRequest:
+    return ControlRequest.objects.create(
+        action=action, worker=worker, node=node, requested_by="tester", requested_at=timezone.now(), **fields
+    )
+
+
+def attempts(pool: WorkerPool, name: str) -> int:
+    return sum(1 for event in pool.execution(name).events if event.message.startswith("starting execution attempt"))
+
+
+class Pickups:
+    """Pickups of one test, stopped at teardown before the pools (as runworkers does)."""
+
+    def __init__(self) -> None:
+        self.started: list[ControlPickup] = []
+
+    def start(self, pool: WorkerPool, node_id: uuid.UUID | None = None, **kwargs: Any) -> ControlPickup:
+        kwargs.setdefault("poll_interval", 30.0)
+        pickup = ControlPickup(kwargs.pop("database", "default"), node_id or uuid.uuid4(), **kwargs)
+        pickup.start(pool)
+        self.started.append(pickup)
+        return pickup
+
+    def stop(self) -> None:
+        for pickup in self.started:
+            pickup.stop(5.0)
+
+
+@pytest.fixture
+def pickups(transactional_db: None, harness: Harness) -> Iterator[Pickups]:
+    """The test database (committed rows: the pickup reads from its thread); the pickups stop before the pools."""
+    p = Pickups()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def test_a_standing_pause_on_every_node_keeps_the_worker_from_starting(harness: Harness, pickups: Pickups) -> None:
+    this_node = uuid.uuid4()
+    other = Node.objects.create(
+        hostname="other", pid=1, started_at=timezone.now(), last_heartbeat=timezone.now(), version="0", workers=["c"]
+    )
+    standing = request("pause", "a")  # every node: a stays paused
+    request("pause", "b")
+    request("resume", "b")  # the latest wins: b runs
+    request("pause", "c", node=other)  # another node's pause is not this node's business
+    request("restart", "d")  # an old restart is history, not state
+    pool = harness.pool(waiting("a"), waiting("b"), waiting("c"), waiting("d"))
+    with collect_logs() as logs:
+        pickup = pickups.start(pool, this_node)
+    assert pickup.cursor == ControlRequest.objects.order_by("-id").values_list("id", flat=True).first()
+    execution = pool.execution("a")
+    assert execution.paused and execution.status is WorkerStatus.PAUSED
+    assert "paused by tester" in [event.message for event in execution.events]
+    assert [name for name in "bcd" if pool.execution(name).paused] == []
+    assert (
+        len(
+            logs.matching(
+                f"control request #{standing.pk}: standing pause of worker 'a' on every node, requested by tester"
+            )
+        )
+        == 1
+    )
+
+    pool.start()
+    wait_for(lambda: all(attempts(pool, name) == 1 for name in "bcd"), what="b, c and d running")
+    assert attempts(pool, "a") == 0
+    assert pool.execution("a").status is WorkerStatus.PAUSED
+
+
+def test_requests_to_this_node_or_every_node_are_applied_in_order(harness: Harness, pickups: Pickups) -> None:
+    this_node, other_node = uuid.uuid4(), uuid.uuid4()
+    for node_id, host in ((this_node, "this"), (other_node, "other")):
+        Node.objects.create(
+            id=node_id, hostname=host, pid=1, started_at=timezone.now(), last_heartbeat=timezone.now(),
+            version="0", workers=["a", "b"],
+        )  # fmt: skip
+    pool = harness.pool(waiting("a"), waiting("b"), max_executions_attempts=3)
+    pickup = pickups.start(pool, this_node)
+    pool.start()
+    wait_for(lambda: attempts(pool, "a") == 1 and attempts(pool, "b") == 1, what="a and b running")
+
+    with collect_logs() as logs:
+        pause_other = request("pause", "a", node=Node.objects.get(pk=other_node))
+        pause = request("pause", "a", node=Node.objects.get(pk=this_node))
+        restart = request("restart", "b")
+        pickup.poll_now()
+        wait_for(lambda: pool.execution("a").status is WorkerStatus.PAUSED, what="a paused")
+        wait_for(lambda: attempts(pool, "b") == 2, what="b restarted")
+        assert pickup.cursor == restart.pk
+    assert not logs.matching(f"control request #{pause_other.pk}")
+    lines = [r.getMessage() for r in logs.records if r.getMessage().startswith("control request #")]
+    assert lines == [
+        f"control request #{pause.pk}: pause worker 'a' on this node, requested by tester at "
+        f"{pause.requested_at:%Y-%m-%d %H:%M:%S %Z}",
+        f"control request #{restart.pk}: restart worker 'b' on every node, requested by tester at "
+        f"{restart.requested_at:%Y-%m-%d %H:%M:%S %Z}",
+    ]
+    record = logs.matching(f"control request #{restart.pk}")[0]
+    assert record.levelno == logging.INFO
+    assert record.worker == "b"  # type: ignore[attr-defined]
+    assert record.workerExecutionID  # type: ignore[attr-defined]
+    b = pool.execution("b")
+    assert b.current_execution_attempt == 1  # a fresh run
+    assert "restart requested by tester" in [event.message for event in b.events]
+
+    resume = request("resume", "a")
+    pickup.poll_now()
+    wait_for(lambda: attempts(pool, "a") == 2, what="a resumed")
+    assert pickup.cursor == resume.pk
+
+
+def test_an_id_the_cursor_skipped_is_applied_when_its_row_turns_up(harness: Harness, pickups: Pickups) -> None:
+    """Ids are handed out at the insert and seen at the commit: a later id may be seen first."""
+    pool = harness.pool(waiting("a"), waiting("b"))
+    pickup = pickups.start(pool)
+    pool.start()
+    base = pickup.cursor
+    assert base is not None
+    request("pause", "b", id=base + 2)  # committed first
+    pickup.poll_now()
+    wait_for(lambda: pool.execution("b").paused, what="b paused")
+    assert pickup.cursor == base + 2
+    request("pause", "a", id=base + 1)  # the earlier insert commits now
+    pickup.poll_now()
+    wait_for(lambda: pool.execution("a").paused, what="a paused by the request the cursor had skipped")
+
+
+def test_a_request_for_a_worker_this_node_does_not_run(harness: Harness, pickups: Pickups) -> None:
+    this_node = uuid.uuid4()
+    Node.objects.create(
+        id=this_node, hostname="this", pid=1, started_at=timezone.now(), last_heartbeat=timezone.now(),
+        version="0", workers=["elsewhere"],
+    )  # fmt: skip
+    pool = harness.pool(waiting("a"))
+    pickup = pickups.start(pool, this_node)
+    pool.start()
+    with collect_logs() as logs:
+        every = request("pause", "elsewhere")
+        mine = request("pause", "elsewhere", node=Node.objects.get(pk=this_node))
+        broken = request("explode", "a")  # inserted by hand: never retried, never blocks the next ones
+        after = request("pause", "a")
+        pickup.poll_now()
+        wait_for(lambda: pool.execution("a").paused, what="a paused")
+    assert logs.matching(f"control request #{every.pk}: this node does not run worker 'elsewhere'", logging.DEBUG)
+    assert logs.matching(f"control request #{mine.pk}: this node does not run worker 'elsewhere'", logging.WARNING)
+    assert logs.matching(f"control request #{broken.pk}: unknown action 'explode'; ignored", logging.WARNING)
+    assert pickup.cursor == after.pk
+
+
+def test_a_request_after_the_pool_stopped_is_not_applied(harness: Harness, pickups: Pickups) -> None:
+    pool = harness.pool(waiting("a"))
+    pickup = pickups.start(pool)
+    pool.start()
+    assert pool.stop(5) == []
+    with collect_logs() as logs:
+        late = request("restart", "a")
+        pickup.poll_now()
+        wait_for(lambda: pickup.cursor == late.pk, what="the request read")
+    assert logs.matching(f"control request #{late.pk}: not applied, the pool is stopping")
+    assert attempts(pool, "a") == 1
+
+
+def test_a_database_that_does_not_answer_at_start_delays_the_standing_pauses_not_the_workers(
+    switchable: SwitchableDatabase, transactional_db: None, harness: Harness, pickups: Pickups
+) -> None:
+    request("pause", "a")
+    switchable.break_()
+    pool = harness.pool(waiting("a"), waiting("b"))
+    with collect_logs() as logs:
+        began = time.monotonic()
+        pickup = pickups.start(pool, database=switchable.alias, poll_interval=0.1, startup_wait=0.3, listen=False)
+        waited = time.monotonic() - began
+        assert 0.3 <= waited < 3
+        assert logs.matching("control requests: the database did not answer within 0.3 s; the workers start now")
+        wait_for(lambda: logs.matching("control requests: reading them from database 'history_switch' failed"))
+    pool.start()
+    wait_for(lambda: attempts(pool, "a") == 1 and attempts(pool, "b") == 1, what="both running")
+    assert pickup.cursor is None
+
+    with collect_logs() as logs:
+        switchable.repair()
+        wait_for(lambda: pool.execution("a").status is WorkerStatus.PAUSED, what="the standing pause applied")
+        wait_for(lambda: logs.matching("control requests: reading them from database 'history_switch' again"))
+    assert pool.execution("b").status is WorkerStatus.RUNNING
+
+
+def test_the_listener_is_for_postgresql_only(transactional_db: None) -> None:
+    reason = listen_unavailable("default")
+    if POSTGRESQL:
+        assert reason is None
+    else:
+        assert reason == "database 'default' is sqlite, not PostgreSQL"
+        with pytest.raises(ValueError, match="cannot LISTEN for control requests: database 'default' is sqlite"):
+            ControlPickup("default", uuid.uuid4(), poll_interval=1, listen=True).start(WorkerPool())
+
+
+@needs_postgresql
+@override_settings(WORKERS=HISTORY_ON)
+def test_on_postgresql_a_notification_wakes_the_pickup_and_the_listener_survives_its_connection(
+    harness: Harness, pickups: Pickups
+) -> None:
+    this_node = uuid.uuid4()
+    Node.objects.create(
+        id=this_node, hostname="this", pid=1, started_at=timezone.now(), last_heartbeat=timezone.now(),
+        version="0", workers=["a"],
+    )  # fmt: skip
+    pool = harness.pool(waiting("a"), max_executions_attempts=1)
+    with collect_logs() as logs:
+        pickup = pickups.start(pool, this_node, poll_interval=60.0)
+        wait_for(lambda: logs.matching("control requests: listening on PostgreSQL channel 'django_workers_control'"))
+    pool.start()
+    wait_for(lambda: attempts(pool, "a") == 1, what="a running")
+
+    began = time.monotonic()
+    submit("restart", "a", this_node, requested_by="notified")
+    wait_for(lambda: attempts(pool, "a") == 2, timeout=5, what="a restarted")
+    latency = time.monotonic() - began
+    assert latency < 1.0, f"picked up in {latency:.3f} s: only a notification explains less than the 60 s poll"
+
+    # The database drops the LISTEN connection: the listener reconnects (and polls once, for what it missed).
+    with collect_logs() as logs, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchall() == [(True,)]
+        wait_for(lambda: logs.matching("control requests: LISTEN on database 'default' failed"), what="the loss")
+        wait_for(lambda: logs.matching("control requests: listening again on PostgreSQL channel"), what="reconnected")
+    began = time.monotonic()
+    submit("restart", "a", this_node, requested_by="notified")
+    wait_for(lambda: attempts(pool, "a") == 3, timeout=5, what="a restarted again")
+    assert time.monotonic() - began < 1.0
+    assert pickup.cursor == ControlRequest.objects.order_by("-id").values_list("id", flat=True).first()
+    connections.close_all()

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
-from tests.health.conftest import WORKERS_CHECK, Completed, H, ready
-from tests.support import RunworkersProcess, StartRunworkers, free_port, get_json, wait_for
+from tests.health.conftest import SETTINGS, WORKERS_CHECK, Completed, H, ready
+from tests.support import RunworkersProcess, StartRunworkers, free_port, get_json, run_command, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -268,5 +268,44 @@ def test_checkworkers_exit_codes_against_a_real_runworkers(
         gone = checkworkers("--url", readyz, workers={"WORKERS": []})
         assert gone.returncode == 2
         assert gone.stderr.startswith(f"cannot tell: no answer from {readyz}: ")
+    finally:
+        process.kill()
+
+
+def test_an_exhausted_worker_paused_by_an_operator_is_healthy_everywhere(
+    runworkers: StartRunworkers, checkworkers: Callable[..., Completed], tmp_path: Path
+) -> None:
+    """Exhausted: unhealthy to /readyz and checkworkers; paused with controlworkers: healthy, and they say paused."""
+    trigger = tmp_path / "fail"
+    trigger.touch()
+    workers = history_workers(trigger)
+    process = runworkers("--health-port", "0", workers=workers)
+    node = f"{socket.gethostname()}:{process.pid}"
+    try:
+        readyz = endpoint(process) + "/readyz"
+        process.expect(r"max execution attempts reached")
+        assert poll(readyz, 503)["failing"] == {"fails-on-trigger": "attempts exhausted"}
+
+        paused = run_command(
+            "controlworkers", "pause", "fails-on-trigger", tmp_path=tmp_path, settings=SETTINGS, workers=workers
+        )
+        assert paused.returncode == 0, paused.stderr
+        process.expect(r"\[fails-on-trigger [0-9a-f-]+\] execution paused until resumed")
+
+        body = poll(readyz, 200)
+        assert body["message"] == "steady: running, fails-on-trigger: paused"
+        assert body["failing"] == {}
+        results: list[Completed] = []
+        wait_for(
+            lambda: results.append(checkworkers(workers=workers)) or results[-1].returncode == 0,
+            30,
+            interval=0.05,
+            what="checkworkers exiting with 0 once the pause is stored",
+        )
+        assert f"{node}  fails-on-trigger  paused" in results[-1].stdout
+        assert "fails-on-trigger: paused" in results[-1].stdout.splitlines()[-1]
+
+        process.send(signal.SIGTERM)
+        assert process.wait() == 0
     finally:
         process.kill()

@@ -3,9 +3,10 @@
 Four queries on the history database: the nodes shown (alive or stale ones heart-beating within
 a day, stopped ones that stopped within a day; at most :data:`NODES_LIMIT`), the workers' states
 on those nodes (:class:`~django_workers.models.WorkerState`, one row per node and worker), their
-failures and restarts in the last hour and day, and the day's timeline of every worker: both
-sums over :class:`~django_workers.models.ExecutionTally` (a row per worker, node and 5-minute
-period), grouped by the database. The executions table is never read.
+failures and restarts in the last hour and day per node shown, and the day's timeline of every
+worker over all nodes (which also gives a worker's failures and restarts on every node, shown or
+not): both sums over :class:`~django_workers.models.ExecutionTally` (a row per worker, node and
+5-minute period), grouped by the database. The executions table is never read.
 """
 
 from __future__ import annotations
@@ -123,13 +124,14 @@ class WorkerGroup:
     name: str
     rows: tuple[WorkerRow, ...]
     timeline: Timeline
+    #: On every node (shown or not), from the same sums as the timeline.
     counts: Counts
     severity: int
     configured: bool
 
     @property
     def problem(self) -> str:
-        """The most urgent problem of its rows, or ``""``."""
+        """The most urgent problem of its rows on alive nodes (of all its rows when none is alive), or ``""``."""
         return SEVERITY_LABELS[self.severity]
 
 
@@ -223,7 +225,7 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
     states = list(WorkerState.objects.using(database).filter(node_id__in=list(views)).order_by())
     per_node = _node_counts(database, list(views), day_start, hour_start)
     labels = period_labels(day_start, now)
-    timelines = build_timelines(database, day_start, now, labels)
+    timelines, totals = build_timelines(database, day_start, hour_start, now, labels)
 
     rows: dict[str, list[WorkerRow]] = {}
     for state in states:
@@ -254,14 +256,15 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
             rows.get(name, ()),
             key=lambda row: (_NODE_RANK[row.node.state], row.severity, -row.node.node.started_at.timestamp()),
         )
-        total = sum((row.counts for row in worker_rows), Counts())
+        # A stale node's rows show lost, but while the worker runs on alive nodes, those say how it is.
+        judged = [row for row in worker_rows if row.node.state == "alive"] or worker_rows
         groups.append(
             WorkerGroup(
                 name=name,
                 rows=tuple(worker_rows),
                 timeline=timelines.get(name) or build_timeline((), day_start, now, labels),
-                counts=total,
-                severity=min((row.severity for row in worker_rows), default=OTHER),
+                counts=totals.get(name, Counts()),
+                severity=min((row.severity for row in judged), default=OTHER),
                 configured=name in configured_set,
             )
         )
@@ -315,8 +318,14 @@ def _node_counts(
     }
 
 
-def build_timelines(database: str, day_start: datetime, now: datetime, labels: list[str]) -> dict[str, Timeline]:
-    """Every worker's timeline of the day, over all nodes (one query: sums per worker and period)."""
+def build_timelines(
+    database: str, day_start: datetime, hour_start: datetime, now: datetime, labels: list[str]
+) -> tuple[dict[str, Timeline], dict[str, Counts]]:
+    """Every worker's timeline of the day and its failures and restarts, over all nodes.
+
+    One query: sums per worker and period. The counts add the same periods as the timeline, so
+    that a worker's header agrees with its timeline whatever the number of nodes shown.
+    """
     sums = (
         ExecutionTally.objects.using(database)
         .filter(period_start__gte=day_start)
@@ -325,6 +334,16 @@ def build_timelines(database: str, day_start: datetime, now: datetime, labels: l
         .annotate(Sum("started"), Sum("succeeded"), Sum("failed"), Sum("lost"), Sum("restarted"))
     )
     periods: dict[str, list[tuple[datetime, tuple[int, int, int, int, int]]]] = {}
+    totals: dict[str, Counts] = {}
     for worker, start, *counts in sums:
-        periods.setdefault(worker, []).append((start, tuple(count or 0 for count in counts)))  # type: ignore[arg-type]
-    return {worker: build_timeline(rows, day_start, now, labels) for worker, rows in periods.items()}
+        started, succeeded, failed, lost, restarted = (count or 0 for count in counts)
+        periods.setdefault(worker, []).append((start, (started, succeeded, failed, lost, restarted)))
+        recent = start >= hour_start
+        totals[worker] = totals.get(worker, Counts()) + Counts(
+            failures_hour=failed + lost if recent else 0,
+            failures_day=failed + lost,
+            restarts_hour=restarted if recent else 0,
+            restarts_day=restarted,
+        )
+    timelines = {worker: build_timeline(rows, day_start, now, labels) for worker, rows in periods.items()}
+    return timelines, totals

@@ -149,6 +149,7 @@ class HistoryRecorder:
             retry_backoff=self.retry_backoff,
             metrics=self.metrics,
             names=pool.names,
+            executions=pool.executions,
         )
         pool.add_listener(self.listener)
         self._writer.start()

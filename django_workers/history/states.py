@@ -4,15 +4,19 @@ The writer keeps each worker's state in memory as last committed, applies a batc
 copies, upserts the rows that changed in the batch's transaction, and keeps the copies once it
 is committed (as :class:`~django_workers.history.attempts.AttemptLog` does for attempts). At the
 node's registration every registered worker gets its row, ``unknown`` until it does something.
+
+At each heartbeat the writer also corrects what events alone cannot (:meth:`StateLog.reassert`):
+rows another node marked ``lost`` while this one was only stalled, and the ``silent`` fact,
+which no event clears when a silent attempt's heartbeats resume.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from django.db import connections
 
@@ -23,14 +27,23 @@ from ..core.events import (
     LifecycleEvent,
     ReportedEvent,
     WorkerControlled,
+    WorkerDeferred,
     WorkerPaused,
     WorkerSilent,
 )
+from ..core.text import cap
 from ..models import ExecutionStatus, WorkerState
 from .buffer import REPORTED
 from .sql import escape_nul, execute_many
 
-__all__ = ["STATE_COLUMNS", "State", "StateLog", "upsert_states"]
+if TYPE_CHECKING:
+    from ..core.execution import WorkerExecution
+
+__all__ = ["LAST_ERROR_LIMIT", "STATE_COLUMNS", "State", "StateLog", "upsert_states"]
+
+#: The last error is stored as its first line, cut to this many characters (plus a mark saying
+#: how many were cut): the whole text is in the attempt's row, which the state links to.
+LAST_ERROR_LIMIT: Final = 1000
 
 STATE_COLUMNS: Final = (
     "node",
@@ -88,6 +101,12 @@ class State:
         )
 
 
+def _first_line(message: str) -> str:
+    """The first non-empty line of an error ``message``, cut to :data:`LAST_ERROR_LIMIT` characters."""
+    line = next((line.strip() for line in message.splitlines() if line.strip()), "")
+    return escape_nul(cap(line, LAST_ERROR_LIMIT))
+
+
 def _apply(state: State, event: ReportedEvent) -> None:
     """One reported event's effect on its worker's state."""
     kind = type(event)
@@ -96,15 +115,17 @@ def _apply(state: State, event: ReportedEvent) -> None:
     if status != state.status:
         state.status = status
         state.since = record.timestamp
-    if event.attempt > 0 or state.attempt == 0:
-        state.attempt = max(1, event.attempt)  # a deferral is the first attempt's (attempt 0)
+    if event.attempt > 0:
+        state.attempt = event.attempt
+    elif kind is WorkerDeferred and state.attempt == 0:
+        state.attempt = 1  # a deferral is the first attempt's (attempt 0); a pause before start is not
     state.max_attempts = event.max_attempts
     state.execution_id = uuid.UUID(event.execution_id)
     if kind is AttemptStarted:
         state.silent = state.exhausted = state.paused = False
         state.since = record.timestamp  # a new attempt: running since its start
     elif kind is AttemptFailed:
-        state.last_error = escape_nul(cast(AttemptFailed, event).failure.message)
+        state.last_error = _first_line(cast(AttemptFailed, event).failure.message)
         state.last_error_execution_id = state.execution_id
         state.silent = False
     elif kind is AttemptsExhausted:
@@ -174,6 +195,35 @@ class StateLog:
                 touched[worker] = state
             _apply(state, reported)
         return {worker: state for worker, state in touched.items() if state != known.get(worker)}
+
+    def reassert(self, lost: Iterable[str], executions: Mapping[str, WorkerExecution]) -> dict[str, State]:
+        """At a heartbeat: the states to write again, as copies (nothing changes until :meth:`commit`).
+
+        ``lost``: the workers whose row says ``lost``. While this node runs, only another node
+        writes that (this node's own stop does, last), when it took this node for lost (no
+        heartbeat within the grace period) and closed its running attempts; this node
+        heart-beats, so it was only stalled and its workers still run: their rows are written
+        again as this node knows them. ``executions``: the pool's snapshots, whose
+        ``silent`` (computed afresh in each) replaces the state's for the attempt the state shows
+        running; an attempt that heart-beats again is no longer silent, and no event says so.
+        """
+        known = self._states
+        changed: dict[str, State] = {}
+        for worker in lost:
+            state = known.get(worker)
+            if state is not None and state.status != ExecutionStatus.LOST:
+                changed[worker] = replace(state)
+        for name, execution in executions.items():
+            worker = name[:255]
+            state = changed.get(worker) or known.get(worker)
+            if (
+                state is not None
+                and state.status == ExecutionStatus.RUNNING
+                and state.silent != execution.silent
+                and str(state.execution_id) == execution.id
+            ):
+                changed[worker] = replace(state, silent=execution.silent)
+        return changed
 
     def commit(self, touched: dict[str, State]) -> None:
         """The batch that changed ``touched`` is committed."""

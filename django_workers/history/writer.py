@@ -1,10 +1,12 @@
 """The writer thread: drains the buffer into the database, one transaction per batch.
 
 Between batches it keeps the node row alive and prunes (its collaborators :class:`NodeRow` and
-:class:`Pruner` do the work). It lingers briefly after the first event of a burst so that an
-attempt's events share a transaction; it paces itself when the workers keep the CPU busy; it
-retries with backoff when the database fails, and drops a batch the database rejects twice for
-what it contains; once a stop is requested it gives up at the stop deadline.
+:class:`Pruner` do the work); after each heartbeat it corrects the workers' states that events
+alone cannot keep true (:meth:`~django_workers.history.states.StateLog.reassert`). It lingers
+briefly after the first event of a burst so that an attempt's events share a transaction; it
+paces itself when the workers keep the CPU busy; it retries with backoff when the database
+fails, and drops a batch the database rejects twice for what it contains; once a stop is
+requested it gives up at the stop deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,6 +24,7 @@ from django.db import DataError, IntegrityError, connections, transaction
 from ..core.backoff import Backoff
 from ..core.context import LOGGER_NAME
 from ..core.events import LifecycleEvent
+from ..models import ExecutionStatus, WorkerState
 from .attempts import AttemptLog
 from .buffer import EventBuffer, Marker, finish_markers
 from .nodes import NodeRow
@@ -31,6 +34,7 @@ from .states import StateLog, upsert_states
 from .tallies import add_tallies, tally_events
 
 if TYPE_CHECKING:
+    from ..core.execution import WorkerExecution
     from ..observability.metrics import WorkerMetrics
 
 __all__ = ["RETRY_BACKOFF", "Writer"]
@@ -221,6 +225,7 @@ class Writer:
         retry_backoff: Backoff = RETRY_BACKOFF,
         metrics: WorkerMetrics | None = None,
         names: Callable[[], Sequence[str]] | None = None,
+        executions: Callable[[], Mapping[str, WorkerExecution]] | None = None,
     ) -> None:
         self.database = node.database
         self.batch_size = batch_size
@@ -230,6 +235,7 @@ class Writer:
         self._pruner = pruner
         self._attempts = AttemptLog(node.node_id)
         self._states = StateLog(names)
+        self._executions = executions
         self._drops = _Drops(buffer, node.database, metrics)
         self._thread: threading.Thread | None = None
         # -- set by request_stop() ------------------------------------------------------------
@@ -245,6 +251,7 @@ class Writer:
         self._contended = False
         self._idle = True  # the writer waited for events: the next one starts a burst
         self._contended_batch = min(50, batch_size)
+        self._reassert_due = False  # a heartbeat was sent: the states are checked after it
 
     # -- the thread's lifetime -----------------------------------------------------------------------
 
@@ -312,7 +319,11 @@ class Writer:
                 if not self._states.seeded:
                     self._seed_states()
                 now = time.monotonic()
+                self._reassert_due = self._reassert_due or now >= node.next_heartbeat
                 node.beat(now)
+                if self._reassert_due:
+                    self._reassert_states()
+                    self._reassert_due = False
                 if pruner is not None:
                     pruner.step(now)
                 stopped = self._write_next_batch()
@@ -414,6 +425,20 @@ class Writer:
         """Write every registered worker's state (a new node: ``unknown`` until they start)."""
         upsert_states(self.database, self._node.node_id, self._states.seed())
         self._states.seeded = True
+
+    def _reassert_states(self) -> None:
+        """After a heartbeat: write again the states swept as ``lost`` and those whose ``silent`` changed.
+
+        One query for the node's rows marked ``lost`` (by another node that took this one for
+        lost), and an upsert only when some state is to be written.
+        """
+        database, node_id = self.database, self._node.node_id
+        lost = WorkerState.objects.using(database).filter(node_id=node_id, status=ExecutionStatus.LOST)
+        executions = self._executions() if self._executions is not None else {}
+        states = self._states.reassert(lost.values_list("worker", flat=True), executions)
+        if states:
+            upsert_states(database, node_id, states.values())
+            self._states.commit(states)
 
     def _write(self, events: Sequence[LifecycleEvent], drops: int) -> None:
         """One transaction: the attempts' rows (upsert), their events, and the drop report if due.

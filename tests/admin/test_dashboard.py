@@ -194,6 +194,48 @@ def test_problems_come_first(viewer_client: Client, make_node, now) -> None:
     assert ">silent<" in section(page, "c-silent")
 
 
+def test_a_worker_running_on_alive_nodes_is_not_failing_for_a_killed_replica(
+    viewer_client: Client, make_node, now
+) -> None:
+    alive = make_node()
+    killed = make_node(last_heartbeat=now - timedelta(minutes=10))  # stale: its rows show lost
+    make_state(alive, "alpha")
+    make_state(killed, "alpha")
+    make_state(killed, "beta")  # seen on the stale node only: failing, as before
+    make_state(alive, "gamma", status=ExecutionStatus.SUCCESS)
+    make_state(alive, "delta", status=ExecutionStatus.ERROR, last_error="boom")
+    make_state(killed, "delta")
+    page = html(viewer_client.get(DASHBOARD))
+    assert worker_order(page) == ["beta", "delta", "alpha", "gamma"]
+    alpha = section(page, "alpha")
+    assert alpha.startswith('data-worker="alpha"') and "dw-problem-badge" not in alpha
+    rows = re.findall(r'<tr class="dw-row dw-node-(\w+)( dw-row-\w+)?">.*?dw-status-(\w+)', alpha, re.S)
+    assert rows == [("alive", "", "running"), ("stale", " dw-row-failing", "lost")], "the stale row still says lost"
+    assert 'dw-problem-badge-failing">failing<' in section(page, "beta")
+    assert 'dw-problem-badge-failing">failing<' in section(page, "delta"), "an alive node's error still counts"
+
+
+def test_a_worker_on_more_nodes_than_shown_counts_every_node_like_its_timeline(
+    viewer_client: Client, make_node, now
+) -> None:
+    for _ in range(51):  # one more than the page shows
+        node = make_node()
+        make_state(node, "alpha")
+        make_tally(node, "alpha", now, started=1, failed=1, restarted=1)
+    make_tally(node, "alpha", now - timedelta(hours=5), started=1, lost=1)
+    page = html(viewer_client.get(DASHBOARD))
+    assert "only the latest 50 are shown" in page
+    alpha = section(page, "alpha")
+    assert alpha.count('<tr class="dw-row') == 50
+    header = alpha[: alpha.index("</header>")]
+    shown = {name: int(value) for name, value in re.findall(r'<strong class="dw-(\w+-\w+)">(\d+)</strong>', header)}
+    assert shown == {"failures-hour": 51, "failures-day": 52, "restarts-hour": 51, "restarts-day": 51}
+    titles = re.findall(r"<title>[^<]*: ([^<]*)</title>", alpha)
+    failed = sum(int(m) for title in titles for m in re.findall(r"(\d+) failed", title))
+    lost = sum(int(m) for title in titles for m in re.findall(r"(\d+) lost", title))
+    assert failed + lost == shown["failures-day"], "the header adds what the timeline shows"
+
+
 def test_a_stopped_node_shows_what_was_left_running_as_unknown(viewer_client: Client, make_node, now) -> None:
     stopped = make_node(stopped_at=now - timedelta(hours=1), last_heartbeat=now - timedelta(hours=1))
     make_state(stopped, "alpha")

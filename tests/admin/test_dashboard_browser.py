@@ -184,7 +184,9 @@ def test_the_overview_in_a_real_browser(live_server, tmp_path: Path) -> None:
             path = shot(page, "light")
 
             names = page.locator("section.dw-worker h3.dw-worker-name").all_inner_texts()
-            assert names == ["billing.Sync", "feed.Poller", "outbox.Relay", f"report{XSS}", "mail.Sender"], (
+            # outbox.Relay is paused on the alive node: its row on the stale node (lost) does not make
+            # the worker failing.
+            assert names == ["billing.Sync", "feed.Poller", f"report{XSS}", "mail.Sender", "outbox.Relay"], (
                 f"{names} (see {path})"
             )
             # The timeline: 96 buckets; a failing quarter hour's tooltip gives its counts and period.

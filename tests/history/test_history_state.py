@@ -14,20 +14,24 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from django_workers import Worker, WorkerContext
 from django_workers.core.events import (
     AttemptFailed,
     AttemptStarted,
     WorkerControlled,
+    WorkerDeferred,
     WorkerPaused,
     WorkerRestarting,
 )
 from django_workers.core.execution import Failure, WorkerExecutionEvent, WorkerStatus
 from django_workers.history import prune_step
+from django_workers.history import states as history_states
 from django_workers.history.states import StateLog
 from django_workers.history.tallies import add_tallies, count_lost, period_start, tally_events
 from django_workers.models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, Node, WorkerState
 from tests.history.conftest import Scene
 from tests.history.test_history_recorder import Flaky, UntilCancelled
+from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
@@ -121,10 +125,81 @@ def test_a_node_deleted_takes_its_states_and_tallies_with_it(scene: Scene) -> No
     assert ExecutionTally.objects.filter(node_id=recorder.node_id).exists()
     other = make_node()
     WorkerState.objects.create(node=other, worker="x", status="running", updated_at=T0)
+    ExecutionTally.objects.create(node=other, worker="x", period_start=T0, started=1)
+    assert ExecutionTally.objects.filter(node=other).exists()
     other_id = other.pk
     other.delete()
     assert not WorkerState.objects.filter(node_id=other_id).exists()
+    assert not ExecutionTally.objects.filter(node_id=other_id).exists()
     assert WorkerState.objects.filter(node_id=recorder.node_id).count() == 1
+    assert ExecutionTally.objects.filter(node_id=recorder.node_id).exists(), "another node's stay"
+
+
+def test_a_node_taken_for_lost_while_alive_shows_its_workers_running_again_after_a_heartbeat(
+    scene: Scene,
+) -> None:
+    started = threading.Event()
+    pool = scene.pool(UntilCancelled("patient", started))
+    recorder = scene.recorder(pool, heartbeat_interval=0.05)
+    pool.start()
+    assert started.wait(10)
+    assert recorder.flush(10)
+    execution_id = uuid.UUID(pool.execution("patient").id)
+    before = WorkerState.objects.get(node_id=recorder.node_id, worker="patient")
+    assert (before.status, before.execution_id) == ("running", execution_id)
+    # Another node saw no heartbeat within the grace period (this one stalled) and swept it.
+    with transaction.atomic():
+        count_lost("default", recorder.node_id, [("patient", execution_id, datetime.now(UTC))])
+        swept = WorkerState.objects.get(node_id=recorder.node_id, worker="patient")
+        assert swept.status == ExecutionStatus.LOST
+    # The worker runs on without an event; the next heartbeat says so again.
+    wait_for(
+        lambda: WorkerState.objects.get(node_id=recorder.node_id, worker="patient").status == "running",
+        what="the state running again after a heartbeat",
+    )
+    state = WorkerState.objects.get(node_id=recorder.node_id, worker="patient")
+    assert (state.execution_id, state.attempt, state.since) == (execution_id, 1, before.since)
+    assert pool.execution("patient").status == "running"
+    assert tally_sums(node_id=recorder.node_id)["patient"][3] == 1, "the sweep's count stays"
+
+
+class GoesQuiet(Worker):
+    """Runs without heart-beating until ``speak`` is set, then heart-beats until cancelled."""
+
+    name = "quiet"
+
+    def __init__(self) -> None:
+        self.speak = threading.Event()
+
+    def run(self, ctx: WorkerContext) -> None:
+        while not self.speak.is_set():
+            if ctx.sleep(0.01):
+                return
+        while not ctx.sleep(0.01):
+            ctx.heartbeat()
+
+
+def test_a_silent_worker_is_no_longer_silent_once_it_heart_beats_again(scene: Scene) -> None:
+    worker = GoesQuiet()
+    scene.gates.append(worker.speak)
+    pool = scene.pool()
+    pool.register(worker, max_silence=0.2)
+    recorder = scene.recorder(pool, heartbeat_interval=0.05)
+    pool.start()
+
+    def silent() -> bool | None:
+        rows = WorkerState.objects.filter(node_id=recorder.node_id, worker="quiet", status="running")
+        return rows.values_list("silent", flat=True).first()
+
+    wait_for(lambda: silent() is True, what="the state silent")
+    assert pool.execution("quiet").silent
+    first = WorkerState.objects.get(node_id=recorder.node_id, worker="quiet")
+    worker.speak.set()
+    wait_for(lambda: not pool.execution("quiet").silent, what="the pool's snapshot no longer silent")
+    wait_for(lambda: silent() is False, what="the state no longer silent after a heartbeat")
+    after = WorkerState.objects.get(node_id=recorder.node_id, worker="quiet")
+    assert (after.status, after.attempt, after.execution_id) == ("running", 1, first.execution_id)
+    assert after.since == first.since, "only the silent fact changed"
 
 
 # -- the state log: only what changed is written -----------------------------------------------------------
@@ -183,6 +258,39 @@ def test_pause_resume_and_restart_requests_show_in_the_state() -> None:
     state = log.apply([resume, started("a", 1, second, T0 + timedelta(seconds=2))])["a"]
     assert (state.status, state.paused, state.attempt, str(state.execution_id)) == ("running", False, 1, second)
     assert state.last_error == "last", "the last error stays until another one"
+
+
+def test_a_worker_paused_before_it_started_keeps_attempt_0() -> None:
+    log = StateLog(lambda: ["a"])
+    first = str(uuid.uuid4())
+    pause = WorkerControlled("a", first, 0, 3, record("paused by alice", T0, first), WorkerStatus.UNKNOWN, "pause", "")
+    paused = WorkerPaused("a", first, 0, 3, record("paused", T0, first), WorkerStatus.PAUSED)
+    state = log.apply([pause, paused])["a"]
+    assert (state.status, state.paused, state.attempt) == ("paused", True, 0)
+    log.commit({"a": state})
+    resume = WorkerControlled("a", first, 0, 3, record("resumed", T0, first), WorkerStatus.PAUSED, "resume", "")
+    assert log.apply([resume])["a"].attempt == 0
+    state = log.apply([resume, started("a", 1, str(uuid.uuid4()))])["a"]
+    assert (state.status, state.attempt) == ("running", 1)
+
+
+def test_a_deferred_first_attempt_is_attempt_1() -> None:
+    log = StateLog(lambda: ["a"])
+    first = str(uuid.uuid4())
+    deferred = WorkerDeferred("a", first, 0, 3, record("deferring", T0, first), WorkerStatus.DEFERRED, 5.0)
+    state = log.apply([deferred])["a"]
+    assert (state.status, state.attempt) == ("deferred", 1)
+
+
+def test_the_last_error_is_stored_as_its_first_line() -> None:
+    log = StateLog(lambda: ["a"])
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    state = log.apply([started("a", 1, first), failed("a", 1, first, "\n  boom: it broke  \nTraceback\n  more")])["a"]
+    assert state.last_error == "boom: it broke"
+    log.commit({"a": state})
+    state = log.apply([started("a", 2, second), failed("a", 2, second, "x" * 5000 + "\nsecond")])["a"]
+    assert state.last_error.startswith("x" * history_states.LAST_ERROR_LIMIT)
+    assert state.last_error.endswith("[4,000 more characters cut]") and "second" not in state.last_error
 
 
 # -- the tallies: one statement per batch, adding ----------------------------------------------------------

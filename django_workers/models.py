@@ -169,7 +169,7 @@ class ControlRequest(models.Model):
 
     The table is the log of requests, read by every ``runworkers`` with history enabled: each picks
     up the rows addressed to it (``node``) or to every node (``node`` empty) that are newer than
-    its start. The latest pause or resume addressed to every node is the worker's standing state:
+    its start. The latest pause, resume or restart addressed to every node is the worker's standing state:
     a ``runworkers`` started later keeps a paused worker paused.
     """
 
@@ -195,7 +195,7 @@ class ControlRequest(models.Model):
         default_permissions = ("view",)
         permissions = (("control_workers", _("Can restart, pause and resume workers")),)
         indexes = (
-            # A starting node reads each worker's latest pause/resume addressed to every node.
+            # A starting node reads each worker's latest pause, resume or restart addressed to every node.
             models.Index(fields=("worker", "-id"), name="django_work_control_worker_idx"),
         )
 

@@ -154,17 +154,17 @@ def _control_selected(action: str, modeladmin: Any, request: HttpRequest, querys
     """Record ``action`` for each distinct (worker, node) pair of the selected executions."""
     pairs = list(queryset.select_related(None).order_by().values_list("worker", "node_id").distinct())
     recorded: list[str] = []
-    refused: list[str] = []
+    refused: dict[str, list[str]] = {}  # problem -> the workers it refused (a stale node refuses all of them)
     try:
         for worker, node_id in pairs:
             try:
                 row = submit(action, worker, node_id, user=request.user, using=queryset.db)
             except ControlError as exc:
-                refused.append(str(exc))
+                refused.setdefault(str(exc), []).append(worker)
             else:
                 recorded.append(describe_request(row))
     except DatabaseError as exc:
-        refused.append(_database_problem(exc))
+        refused.setdefault(_database_problem(exc), [])
     recorded.sort()  # by worker, then host:pid
     if recorded:
         modeladmin.message_user(
@@ -173,8 +173,10 @@ def _control_selected(action: str, modeladmin: Any, request: HttpRequest, querys
             f"them within {_pickup_bound()}.",
             messages.SUCCESS,
         )
-    for problem in refused:
-        modeladmin.message_user(request, f"Not recorded: {problem}", messages.ERROR)
+    for problem, workers in refused.items():
+        names = sorted(set(workers))
+        which = f" for workers {', '.join(map(repr, names))}" if len(names) > 1 else ""
+        modeladmin.message_user(request, f"Not recorded{which}: {problem}", messages.ERROR)
 
 
 def _action(action: str, description: StrOrPromise) -> Callable[[Any, HttpRequest, QuerySet[Any]], None]:

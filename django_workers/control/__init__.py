@@ -10,9 +10,10 @@ committed) and applies them to the pool, which records them as events of the wor
 - ``requests``: :func:`submit`, :class:`ControlError`, the NOTIFY channel;
 - ``pickup``: the process service of ``runworkers``; ``listen``: its PostgreSQL ``LISTEN`` thread.
 
-What persists: the latest pause or resume addressed to *every* node is a worker's standing state,
-which a ``runworkers`` started later (a restart, a deploy) obeys before it starts its workers. A
-pause addressed to one node holds for that process's life only. See ``docs/control.md``.
+What persists: a pause addressed to *every* node is a worker's standing state until a resume or a
+restart addressed to every node; a ``runworkers`` started later (a restart, a deploy) obeys it
+before it starts its workers. A pause addressed to one node holds for that process's life only.
+See ``docs/control.md``.
 
 Importing this package imports the models: only once the app registry is ready.
 """

@@ -20,7 +20,7 @@ from ..core.context import LOGGER_NAME
 from ..core.text import safe_str
 from .requests import CHANNEL
 
-__all__ = ["RECONNECT_BACKOFF", "Listener", "listen_unavailable"]
+__all__ = ["KEEPALIVES", "RECONNECT_BACKOFF", "Listener", "listen_unavailable"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -28,6 +28,9 @@ logger = logging.getLogger(LOGGER_NAME)
 WAIT_SLICE = 0.25
 #: Seconds a (re)connection may take.
 CONNECT_TIMEOUT = 5
+#: TCP keepalives of the LISTEN connection (libpq's options): a connection that died silently (a server
+#: or a network gone without a reset) is noticed in about a minute, and the listener reconnects.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 #: Delays between reconnections while the database is away.
 RECONNECT_BACKOFF = Backoff(initial=0.5, maximum=30.0, multiplier=2.0, jitter=0.1)
 
@@ -87,6 +90,8 @@ class Listener:
 
         params = dict(connections[self.database].get_connection_params())
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        for option, value in KEEPALIVES.items():
+            params.setdefault(option, value)  # the project's OPTIONS win
         params["autocommit"] = True
         return psycopg.connect(**params)
 

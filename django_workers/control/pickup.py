@@ -4,11 +4,11 @@ Started by :func:`django_workers.runtime.build_services` when history is enabled
 history recorder (so that the recorder stores what the requests do) and before ``pool.start()``.
 
 - At start, one thread reads the cursor (the newest request's id) and the *standing state*: for
-  each worker of the pool, the latest pause or resume addressed to every node (or to this node)
-  up to the cursor. A worker whose latest one is a pause is paused before the pool starts, so it is
-  never launched. :meth:`ControlPickup.start` waits for that at most :data:`STARTUP_WAIT` seconds:
-  when the database does not answer in time the workers start, and the standing pauses are
-  applied as soon as it does.
+  each worker of the pool, the latest pause, resume or restart addressed to every node (or to this
+  node) up to the cursor. A worker whose latest one is a pause is paused before the pool starts, so
+  it is never launched (a restart, like a resume, lifts a pause). :meth:`ControlPickup.start`
+  waits for that at most :data:`STARTUP_WAIT` seconds: when the database does not answer in time
+  the workers start, and the standing pauses are applied as soon as it does.
 - Then it polls: every ``poll_interval`` seconds (the heartbeat interval), or at once when the
   PostgreSQL listener (:mod:`~django_workers.control.listen`) is notified, it reads the requests
   newer than the cursor and applies those addressed to this node or to every node, in order:
@@ -17,7 +17,12 @@ history recorder (so that the recorder stores what the requests do) and before `
 
 Ids are handed out when rows are inserted but become visible when their transactions commit, so a
 request may appear after a newer one: an id skipped by the cursor is looked for again during
-:data:`GAP_WAIT` seconds (a rolled-back insert leaves a gap for ever).
+:data:`GAP_WAIT` seconds (a rolled-back insert leaves a gap for ever); at start, the ids among the
+:data:`GAP_LOOKBACK` below the cursor that are not in the table are looked for the same way. A
+request that turns up late never undoes a newer decision: a pause or resume (or a restart that
+would lift a newer pause) older than the newest pause, resume or restart already applied to its
+worker is skipped. A request committed more than :data:`GAP_WAIT` seconds after a newer one is
+skipped for ever (docs/control.md).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..core.text import safe_str
 from ..models import ControlAction, ControlRequest
 from .listen import Listener, listen_unavailable
 
-__all__ = ["GAP_WAIT", "STARTUP_WAIT", "ControlPickup"]
+__all__ = ["GAP_LOOKBACK", "GAP_WAIT", "STARTUP_WAIT", "ControlPickup"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -48,6 +53,12 @@ STARTUP_WAIT: Final = 5.0
 GAP_WAIT: Final = 60.0
 #: At most this many skipped ids are remembered (a burst of rolled-back inserts).
 GAP_LIMIT: Final = 1_000
+#: At start, the ids among this many below the cursor that are not in the table are looked for again.
+GAP_LOOKBACK: Final = 100
+#: Seconds :meth:`ControlPickup.stop` waits for each of its threads (daemons: a hung read is left behind).
+JOIN_LIMIT: Final = 1.0
+#: The actions that decide whether a worker is paused (a restart lifts a pause).
+DECISIONS: Final = (ControlAction.PAUSE.value, ControlAction.RESUME.value, ControlAction.RESTART.value)
 
 
 class ControlPickup:
@@ -80,6 +91,7 @@ class ControlPickup:
         #: The id of the newest request seen (None until the first read of the database).
         self.cursor: int | None = None
         self._missing: dict[int, float] = {}  # id skipped by the cursor -> give up at (clock)
+        self._decided: dict[str, tuple[int, str]] = {}  # worker -> (id, action) of its newest decision seen
         self._pool: WorkerPool | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -119,17 +131,29 @@ class ControlPickup:
             )
 
     def stop(self, timeout: float) -> None:
-        """Stop the threads within ``timeout`` seconds (a request being applied is finished first)."""
+        """Stop the threads within ``timeout`` seconds, at most :data:`JOIN_LIMIT` each.
+
+        A request being applied is finished first (applying one returns at once). Both threads are
+        daemons: one stuck in a database read or a connection is left behind, with a warning, rather
+        than eating the stop budget of the services stopped after this one (the recorder's flush).
+        """
         deadline = time.monotonic() + max(0.0, timeout)
         self._stop.set()
         self._wake.set()
-        if self._listener is not None:
-            self._listener.stop(max(0.0, deadline - time.monotonic()))
+        if self._listener is not None and not self._listener.stop(self._join_budget(deadline)):
+            logger.warning("control requests: the LISTEN thread did not stop in time; left behind (a daemon)")
         thread = self._thread
         if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(self._join_budget(deadline))
             if thread.is_alive():
-                logger.warning("control requests: the pickup thread did not stop within %g s", timeout)
+                logger.warning(
+                    "control requests: the pickup thread did not stop in time (a database read that does not "
+                    "answer?); left behind (a daemon)"
+                )
+
+    @staticmethod
+    def _join_budget(deadline: float) -> float:
+        return max(0.0, min(JOIN_LIMIT, deadline - time.monotonic()))
 
     def poll_now(self) -> None:
         """Read the requests at once instead of at the next poll (what a notification does)."""
@@ -176,17 +200,26 @@ class ControlPickup:
         return Q(node__isnull=True) | Q(node_id=self.node_id)
 
     def _sync(self) -> None:
-        """The cursor, then the standing state of each worker up to it (before or just after the start)."""
+        """The cursor, the gaps below it, then the standing state of each worker up to it."""
         pool = self._pool
         assert pool is not None
         requests = ControlRequest.objects.using(self.database)
         cursor = requests.aggregate(newest=Max("id"))["newest"] or 0
-        standing = requests.filter(
-            self._requests(), id__lte=cursor, action__in=(ControlAction.PAUSE, ControlAction.RESUME)
-        )
+        # Ids handed out before the cursor was read, committed after: looked for like any gap. Read
+        # before the standing state: a row committed in between is in both, and the second is skipped.
+        lowest = max(1, cursor - GAP_LOOKBACK + 1)
+        present = set(requests.filter(id__gte=lowest, id__lte=cursor).values_list("id", flat=True))
+        give_up = self.clock() + GAP_WAIT
+        for id_ in range(cursor, lowest - 1, -1):
+            if id_ not in present and len(self._missing) < GAP_LIMIT:
+                self._missing[id_] = give_up
+        standing = requests.filter(self._requests(), id__lte=cursor, action__in=DECISIONS)
         for name in pool.names():
             latest = standing.filter(worker=name).order_by("-id").first()  # the (worker, -id) index
-            if latest is not None and latest.action == ControlAction.PAUSE:
+            if latest is None:
+                continue
+            self._decided[name] = (latest.pk, latest.action)
+            if latest.action == ControlAction.PAUSE:
                 self._apply(latest, standing=True)
         self.cursor = cursor
         self._synced.set()
@@ -209,12 +242,43 @@ class ControlPickup:
                 self._missing[skipped] = now + GAP_WAIT
         for row in rows:
             self._missing.pop(row.pk, None)
-            if row.node_id is None or row.node_id == self.node_id:
+            if (row.node_id is None or row.node_id == self.node_id) and not self._superseded(row):
                 try:
                     self._apply(row)
                 except Exception:  # never retried: the cursor moves past it
                     logger.exception("control request #%d: applying it failed", row.pk)
             self.cursor = max(self.cursor, row.pk)
+
+    def _superseded(self, request: ControlRequest) -> bool:
+        """Whether ``request`` turned up after a newer decision for its worker (then it is skipped).
+
+        Applied in id order, a pause or resume older than the newest pause, resume or restart
+        would have been overridden by it; an older restart would not have lifted a newer pause.
+        """
+        if request.action not in DECISIONS:
+            return False
+        decided = self._decided.get(request.worker)
+        if decided is None or request.pk > decided[0]:
+            self._decided[request.worker] = (request.pk, request.action)
+            return False
+        newer, newer_action = decided
+        if request.pk == newer:
+            why = "it was read at start, as the worker's standing state"
+        elif request.action != ControlAction.RESTART:
+            why = f"it turned up late, after the newer request #{newer} ({newer_action}), which decides"
+        elif newer_action == ControlAction.PAUSE:
+            why = f"it turned up late, and would lift the newer pause #{newer}"
+        else:  # a late restart after a resume or a restart: nothing newer forbids it
+            return False
+        logger.info(
+            "control request #%d: %s of worker %r skipped: %s",
+            request.pk,
+            request.action,
+            request.worker,
+            why,
+            extra={"worker": request.worker},
+        )
+        return True
 
     # -- applying a request --------------------------------------------------------------------------
 

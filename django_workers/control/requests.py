@@ -1,27 +1,31 @@
 """Recording a control request: validate it, insert its row, wake the ``runworkers`` processes.
 
 :func:`submit` is the one way in, shared by the admin, ``manage.py controlworkers`` and project
-code. A request that could never be applied (an unknown action, worker or node, a stopped node,
-history disabled) raises :class:`ControlError` with a message naming the problem and the fix; a
-request that is recorded will be picked up by every ``runworkers`` it is addressed to within its
-heartbeat interval (well under a second on PostgreSQL, where the insert sends a ``NOTIFY`` on
-:data:`CHANNEL` in its transaction).
+code. A request that could never be applied (an unknown action, worker or node, a stopped or
+stale node, history disabled) raises :class:`ControlError` with a message naming the problem and
+the fix; a request that is recorded will be picked up by every ``runworkers`` it is addressed to
+within its heartbeat interval (well under a second on PostgreSQL, where the insert sends a
+``NOTIFY`` on :data:`CHANNEL` in its transaction).
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import re
 import socket
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connections, router, transaction
+from django.db.models import DurationField, Q, Value
 from django.db.models.functions import Now
 
+from ..core.context import LOGGER_NAME
 from ..core.text import safe_str
 from ..models import ControlAction, ControlRequest, Execution, Node, WorkerState
 from ..settings import SETTING, HistorySettings, history_settings, validate_settings
@@ -37,6 +41,8 @@ __all__ = [
     "process_identity",
     "submit",
 ]
+
+logger = logging.getLogger(LOGGER_NAME)
 
 #: The PostgreSQL channel a recorded request is announced on (payload: the request's id).
 CHANNEL = "django_workers_control"
@@ -102,8 +108,11 @@ def submit(
     the insert's transaction, wakes the ``runworkers`` processes when it commits.
 
     Raises :class:`ControlError` for a request that could never be applied: history disabled, an
-    unknown action, worker or node, a stopped node, a node that does not run the worker, a user
-    without the permission. Database errors (unreachable, not migrated) propagate.
+    unknown action, worker or node, a stopped or stale node (no heartbeat within the history's
+    grace), a node that does not run the worker, a user without the permission. Database errors
+    (unreachable, not migrated) propagate; the ``LogEntry`` is written in the request's transaction
+    when it goes to the same database (both or neither are recorded), else after it, a failure
+    then being logged as a warning (the request stands).
     """
     history = _history()
     database = using if using is not None else history.database
@@ -112,15 +121,18 @@ def submit(
     worker = _worker_name(worker)
     if user is not None:
         _require_permission(user)
-    target = _node(database, node)
+    target = _node(database, node, history.grace)
     if target is not None:
         _require_runs(target, worker)
     else:
-        _require_known(database, worker)
+        _require_known(database, worker, history.grace)
     author = requested_by if requested_by is not None else _author(user)
     if not author.strip():
         raise ControlError("requested_by is empty: say who asks (a user name, or leave it out for the default)")
 
+    # The LogEntry goes in the request's transaction when it shares its database: both are written, or
+    # neither is (and the caller says "not recorded" truthfully). Elsewhere it is written after the commit.
+    log_with_request = user is not None and _log_entry_database() in (database, None)
     with transaction.atomic(using=database):
         request = ControlRequest.objects.using(database).create(
             action=action,
@@ -133,9 +145,19 @@ def submit(
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(request.pk)])
+        if log_with_request:
+            _log_entry(user, request)
     request.refresh_from_db(using=database, fields=["requested_at"])
-    if user is not None:
-        _log_entry(user, request)
+    if user is not None and not log_with_request:
+        try:
+            _log_entry(user, request)
+        except Exception as exc:  # the request is recorded and will be applied: say so, and warn
+            logger.warning(
+                "control request #%d is recorded, but its admin LogEntry could not be written (%s)",
+                request.pk,
+                safe_str(exc, _DETAIL_LIMIT).strip() or type(exc).__name__,
+                exc_info=True,
+            )
     return request
 
 
@@ -200,19 +222,33 @@ def _author(user: Any) -> str:
     return process_identity()
 
 
-def _live_nodes(database: str) -> list[Node]:
-    return list(Node.objects.using(database).filter(stopped_at__isnull=True).order_by("-started_at")[:_LISTED])
+def _heartbeat_cutoff(grace: float) -> Any:
+    """The database's clock minus ``grace`` seconds: a node whose last heartbeat is older is stale."""
+    return Now() - Value(timedelta(seconds=grace), output_field=DurationField())
 
 
-def _live_nodes_text(database: str) -> str:
-    nodes = _live_nodes(database)
+def _live(grace: float) -> Q:
+    """Running nodes that sent a heartbeat within ``grace`` seconds (the admin's "alive", the recorder's grace)."""
+    return Q(stopped_at__isnull=True, last_heartbeat__gte=_heartbeat_cutoff(grace))
+
+
+def _live_nodes(database: str, grace: float) -> list[Node]:
+    return list(Node.objects.using(database).filter(_live(grace)).order_by("-started_at")[:_LISTED])
+
+
+def _live_nodes_text(database: str, grace: float) -> str:
+    nodes = _live_nodes(database, grace)
     if not nodes:
         return "none is running (is runworkers started, with history enabled?)"
     return ", ".join(f"{node} ({node.pk})" for node in nodes)
 
 
-def _node(database: str, node: Node | uuid.UUID | str | None) -> Node | None:
-    """The live node ``node`` designates, or None for every node; ControlError when there is none."""
+def _node(database: str, node: Node | uuid.UUID | str | None, grace: float) -> Node | None:
+    """The live node ``node`` designates, or None for every node; ControlError when there is none.
+
+    Live: not stopped, and a heartbeat within ``grace`` seconds by the database's clock (a process
+    killed with SIGKILL never records its stop: its heartbeats end).
+    """
     if node is None or (isinstance(node, str) and not node.strip()):
         return None
     nodes = Node.objects.using(database)
@@ -231,11 +267,12 @@ def _node(database: str, node: Node | uuid.UUID | str | None) -> Node | None:
             if match is None:
                 raise ControlError(
                     f"node {text!r} is neither a node id (a UUID) nor host:pid; the live nodes are: "
-                    f"{_live_nodes_text(database)}"
+                    f"{_live_nodes_text(database, grace)}"
                 ) from None
+            # Pids are reused: the running node of that host:pid with the newest heartbeat.
             found = (
                 nodes.filter(hostname=match["host"], pid=int(match["pid"]), stopped_at__isnull=True)
-                .order_by("-started_at")
+                .order_by("-last_heartbeat", "-started_at")
                 .first()
             )
     else:
@@ -243,15 +280,29 @@ def _node(database: str, node: Node | uuid.UUID | str | None) -> Node | None:
     if found is None:
         raise ControlError(
             f"unknown node {shown}: no running runworkers process recorded itself with it. Leave the node out "
-            f"to address every node, or use one of the live nodes: {_live_nodes_text(database)}"
+            f"to address every node, or use one of the live nodes: {_live_nodes_text(database, grace)}"
         )
     if found.stopped_at is not None:
         raise ControlError(
             f"node {found} ({found.pk}) stopped at {found.stopped_at:%Y-%m-%d %H:%M:%S %Z}: nothing would pick "
             f"the request up. Leave the node out to address every node, or use one of the live nodes: "
-            f"{_live_nodes_text(database)}"
+            f"{_live_nodes_text(database, grace)}"
+        )
+    silent = _silent_for(database, found)
+    if silent > grace:
+        raise ControlError(
+            f"node {found} ({found.pk}) has not sent a heartbeat for {silent:.0f} s (more than {grace:g} s): it is "
+            f"stale (killed, or its host is down?) and nothing would pick the request up. Send the request to "
+            f"every node instead (leave the node out), or use one of the live nodes: "
+            f"{_live_nodes_text(database, grace)}"
         )
     return found
+
+
+def _silent_for(database: str, node: Node) -> float:
+    """Seconds since ``node``'s last heartbeat, by the database's clock (the one that wrote it)."""
+    now = Node.objects.using(database).filter(pk=node.pk).annotate(now=Now()).values_list("now", flat=True).first()
+    return 0.0 if now is None else (now - node.last_heartbeat).total_seconds()
 
 
 def _require_runs(node: Node, worker: str) -> None:
@@ -270,18 +321,18 @@ def _configured_names() -> list[str]:
     return parsed.worker_names() if parsed is not None else []
 
 
-def _require_known(database: str, worker: str) -> None:
+def _require_known(database: str, worker: str, grace: float) -> None:
     """``worker`` is configured, or seen in the history (an attempt, a state, a live node's workers)."""
     if (
         WorkerState.objects.using(database).filter(worker=worker).exists()
         or Execution.objects.using(database).filter(worker=worker).exists()
-        or any(worker in (node.workers or ()) for node in _live_nodes(database))
+        or any(worker in (node.workers or ()) for node in _live_nodes(database, grace))
         or worker in _configured_names()
     ):
         return
     known = dict.fromkeys(_configured_names())
     known.update(dict.fromkeys(WorkerState.objects.using(database).order_by("worker").values_list("worker", flat=True)))
-    for node in _live_nodes(database):
+    for node in _live_nodes(database, grace):
         known.update(dict.fromkeys(name for name in node.workers or () if isinstance(name, str)))
     names = list(known)
     suggestion = did_you_mean(worker, names)
@@ -294,6 +345,15 @@ def _require_known(database: str, worker: str) -> None:
 
 
 # -- the admin's log ------------------------------------------------------------------------------
+
+
+def _log_entry_database() -> str | None:
+    """The database ``LogEntry`` rows are written to (the routers'), or None without the admin."""
+    if not apps.is_installed("django.contrib.admin"):
+        return None
+    from django.contrib.admin.models import LogEntry  # noqa: PLC0415 - only when the admin is installed
+
+    return router.db_for_write(LogEntry)
 
 
 def _log_entry(user: Any, request: ControlRequest) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from django.utils import timezone
 
 from django_workers.models import ControlRequest, Execution, ExecutionStatus, Node
 from tests.control.conftest import W, logged_in, make_user
+from tests.control.test_control_requests import failing_log_entries
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -239,6 +242,64 @@ def test_an_action_records_one_request_per_worker_and_node(operator: User, make_
     assert messages[0][1].endswith("Running runworkers processes apply them within 4 s.")
     assert messages[1][0] == "error"
     assert messages[1][1].startswith(f"Not recorded: node gone:{stopped.pid} ({stopped.pk}) stopped at ")
+
+
+def test_an_action_on_a_stale_node_is_refused_once_for_all_its_workers(operator: User, make_node: Any) -> None:
+    live = make_node(hostname="worker-1", workers=["alpha"])
+    killed = make_node(hostname="killed", workers=["alpha", "beta"], last_heartbeat=timezone.now() - timedelta(hours=1))
+    selected = [execution(live, "alpha"), execution(killed, "alpha"), execution(killed, "beta")]
+    client, token = csrf_client(operator)
+    response = client.post(
+        reverse("admin:django_workers_execution_changelist"),
+        {
+            "action": "pause_workers",
+            "_selected_action": [str(e.pk) for e in selected],
+            "index": "0",
+            "csrfmiddlewaretoken": token,
+        },
+    )
+    assert response.status_code == 302
+    assert list(ControlRequest.objects.values_list("worker", "node_id")) == [("alpha", live.pk)]
+    messages = messages_of(response)
+    assert [level for level, _ in messages] == ["success", "error"]
+    problem = messages[1][1]
+    assert re.match(
+        rf"Not recorded for workers 'alpha', 'beta': node killed:{killed.pid} \({killed.pk}\) has not sent a "
+        r"heartbeat for 360\d s \(more than 12 s\): it is stale",
+        problem,
+    ), problem
+    assert "Send the request to every node instead" in problem
+
+
+def test_a_post_whose_log_entry_fails_says_not_recorded_and_records_nothing(
+    operator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, token = csrf_client(operator)
+    failing_log_entries(monkeypatch)
+    response = post(client, token, action="pause", worker="sleeper", next="/admin/")
+    assert response.status_code == 302
+    [(level, text)] = messages_of(response)
+    assert level == "error"
+    assert text.startswith("The request was not recorded: the database is unreachable or not migrated (")
+    assert not ControlRequest.objects.exists()
+
+
+def test_a_post_whose_log_entry_fails_in_another_database_is_recorded(
+    operator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, token = csrf_client(operator)
+    failing_log_entries(monkeypatch)
+    with override_settings(DATABASE_ROUTERS=["tests.control.test_control_requests.LogEntriesElsewhere"]):
+        response = post(client, token, action="pause", worker="sleeper", next="/admin/")
+    assert response.status_code == 302
+    request = ControlRequest.objects.get()
+    assert messages_of(response) == [
+        (
+            "success",
+            f"Recorded request #{request.pk}: pause of worker 'sleeper' on every node. Running runworkers "
+            "processes apply it within 4 s.",
+        )
+    ]
 
 
 def test_a_forged_action_post_by_view_only_staff_records_nothing(viewer: User, make_node: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.core.management import CommandError, call_command
 from django.test import override_settings
+from django.utils import timezone
 
 from django_workers.control import process_identity
 from django_workers.models import ControlRequest
@@ -23,7 +25,8 @@ from tests.control.conftest import (
     control_workers,
     make_user,
 )
-from tests.support import free_port
+from tests.control.test_control_requests import failing_log_entries
+from tests.support import collect_logs, free_port
 
 HISTORY_ON = {"HISTORY": {"ENABLED": True, "HEARTBEAT_INTERVAL": 2.5}, "WORKERS": [f"{W}.Sleeper", f"{W}.OneShot"]}
 
@@ -97,6 +100,45 @@ def test_a_request_that_cannot_be_recorded_is_a_command_error(args: tuple[str, .
     assert message in str(caught.value)
     assert caught.value.returncode == 1
     assert not ControlRequest.objects.exists()
+
+
+@pytest.mark.django_db
+@override_settings(WORKERS=HISTORY_ON)  # heartbeat 2.5 s: stale after 7.5 s without one
+def test_a_stale_node_is_a_command_error(make_node: Any) -> None:
+    killed = make_node(hostname="worker-9", workers=["sleeper"], last_heartbeat=timezone.now() - timedelta(minutes=1))
+    for designated in (str(killed.pk), f"worker-9:{killed.pid}"):
+        with pytest.raises(CommandError) as caught:
+            controlworkers("restart", "sleeper", "--node", designated)
+        assert caught.value.returncode == 1
+        message = str(caught.value)
+        assert message.startswith(f"node worker-9:{killed.pid} ({killed.pk}) has not sent a heartbeat for ")
+        assert "it is stale (killed, or its host is down?)" in message
+        assert "Send the request to every node instead (leave the node out)" in message
+    assert not ControlRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WORKERS=HISTORY_ON)
+def test_a_failed_log_entry_in_the_same_database_is_not_recorded_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    make_user("alice", perms=OPERATOR_PERMISSIONS)
+    failing_log_entries(monkeypatch)
+    with pytest.raises(CommandError) as caught:
+        controlworkers("pause", "sleeper", "--user", "alice")
+    assert caught.value.returncode == 1
+    assert str(caught.value).startswith("cannot record the request: the database is unreachable or not migrated (")
+    assert not ControlRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WORKERS=HISTORY_ON, DATABASE_ROUTERS=["tests.control.test_control_requests.LogEntriesElsewhere"])
+def test_a_failed_log_entry_in_another_database_still_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    make_user("alice", perms=OPERATOR_PERMISSIONS)
+    failing_log_entries(monkeypatch)
+    with collect_logs() as logs:
+        output = controlworkers("pause", "sleeper", "--user", "alice")
+    request = ControlRequest.objects.get()
+    assert output.startswith(f"Recorded control request #{request.pk}: pause of worker 'sleeper' on every node")
+    assert logs.matching(f"control request #{request.pk} is recorded, but its admin LogEntry could not be written")
 
 
 @pytest.mark.django_db

@@ -8,6 +8,7 @@ A real pool (workers that wait until cancelled) and a real :class:`ControlPickup
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_workers.control import ControlPickup, submit
-from django_workers.control.listen import listen_unavailable
+from django_workers.control.listen import KEEPALIVES, Listener, listen_unavailable
+from django_workers.control.pickup import GAP_LOOKBACK
 from django_workers.core import WorkerPool, WorkerStatus
 from django_workers.models import ControlRequest, Node
 from tests.control.conftest import POSTGRESQL, W, needs_postgresql
@@ -123,7 +125,7 @@ def test_requests_to_this_node_or_every_node_are_applied_in_order(harness: Harne
         pickup.poll_now()
         wait_for(lambda: pool.execution("a").status is WorkerStatus.PAUSED, what="a paused")
         wait_for(lambda: attempts(pool, "b") == 2, what="b restarted")
-        assert pickup.cursor == restart.pk
+        wait_for(lambda: pickup.cursor == restart.pk, what="the cursor past the restart")  # set after applying
     assert not logs.matching(f"control request #{pause_other.pk}")
     lines = [r.getMessage() for r in logs.records if r.getMessage().startswith("control request #")]
     assert lines == [
@@ -143,7 +145,7 @@ def test_requests_to_this_node_or_every_node_are_applied_in_order(harness: Harne
     resume = request("resume", "a")
     pickup.poll_now()
     wait_for(lambda: attempts(pool, "a") == 2, what="a resumed")
-    assert pickup.cursor == resume.pk
+    wait_for(lambda: pickup.cursor == resume.pk, what="the cursor past the resume")
 
 
 def test_an_id_the_cursor_skipped_is_applied_when_its_row_turns_up(harness: Harness, pickups: Pickups) -> None:
@@ -156,10 +158,113 @@ def test_an_id_the_cursor_skipped_is_applied_when_its_row_turns_up(harness: Harn
     request("pause", "b", id=base + 2)  # committed first
     pickup.poll_now()
     wait_for(lambda: pool.execution("b").paused, what="b paused")
-    assert pickup.cursor == base + 2
+    wait_for(lambda: pickup.cursor == base + 2, what="the cursor moved")  # set after applying
     request("pause", "a", id=base + 1)  # the earlier insert commits now
     pickup.poll_now()
     wait_for(lambda: pool.execution("a").paused, what="a paused by the request the cursor had skipped")
+
+
+def test_a_restart_on_every_node_lifts_a_standing_pause(harness: Harness, pickups: Pickups) -> None:
+    """A restart clears a pause in the pool: the next runworkers started must agree, not pause again."""
+    this_node = uuid.uuid4()
+    request("pause", "a")
+    request("restart", "a")  # every node: a runs again, here and on every node started later
+    request("pause", "b")
+    request("restart", "b")
+    request("pause", "b")  # the latest of the three decides: b stays paused
+    pool = harness.pool(waiting("a"), waiting("b"))
+    with collect_logs() as logs:
+        pickups.start(pool, this_node)
+    assert not pool.execution("a").paused
+    assert pool.execution("b").paused
+    assert not logs.matching("standing pause of worker 'a'")
+    pool.start()
+    wait_for(lambda: attempts(pool, "a") == 1, what="a running")
+    assert pool.execution("a").status is WorkerStatus.RUNNING
+    assert attempts(pool, "b") == 0
+
+
+def insert_at(offset: int, action: str, worker: str, base: int) -> ControlRequest:
+    """A request with id ``base + offset``: an insert whose id was handed out before it committed."""
+    return request(action, worker, id=base + offset)
+
+
+def newest_id() -> int:
+    return ControlRequest.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def test_an_id_below_the_cursor_at_start_that_commits_later_is_applied(harness: Harness, pickups: Pickups) -> None:
+    """The cursor read at start may pass ids whose inserts have not committed yet: they are looked for."""
+    base = newest_id()
+    insert_at(5, "restart", "b", base)  # committed before the start; ids base+1..base+4 are not (yet)
+    pool = harness.pool(waiting("a"), waiting("b"))
+    pickup = pickups.start(pool)
+    assert pickup.cursor == base + 5
+    pool.start()
+    wait_for(lambda: attempts(pool, "a") == 1, what="a running")
+    late = insert_at(3, "pause", "a", base)  # its transaction commits after the start's read
+    pickup.poll_now()
+    wait_for(lambda: pool.execution("a").paused, what="a paused by the request below the start's cursor")
+    assert pickup.cursor == base + 5
+    assert late.pk < pickup.cursor
+
+
+def test_only_the_recent_ids_below_the_start_cursor_are_looked_for(harness: Harness, pickups: Pickups) -> None:
+    base = newest_id()
+    insert_at(GAP_LOOKBACK + 10, "restart", "b", base)
+    pool = harness.pool(waiting("a"), waiting("b"))
+    pickup = pickups.start(pool)
+    assert sorted(pickup._missing) == list(range(base + 11, base + GAP_LOOKBACK + 10))
+
+
+def test_a_request_that_turns_up_late_does_not_undo_a_newer_decision(harness: Harness, pickups: Pickups) -> None:
+    pool = harness.pool(waiting("a"), waiting("b"), waiting("c"))
+    pickup = pickups.start(pool)
+    pool.start()
+    wait_for(lambda: all(attempts(pool, name) == 1 for name in "abc"), what="a, b and c running")
+    base = pickup.cursor
+    assert base is not None
+
+    insert_at(2, "pause", "a", base)
+    insert_at(5, "pause", "b", base)
+    insert_at(7, "restart", "c", base)
+    pickup.poll_now()
+    wait_for(lambda: pool.execution("a").paused and pool.execution("b").paused, what="a and b paused")
+    wait_for(lambda: attempts(pool, "c") == 2, what="c restarted")
+
+    with collect_logs() as logs:
+        insert_at(1, "resume", "a", base)  # older than the pause of a: in id order, the pause decides
+        insert_at(4, "restart", "b", base)  # older than the pause of b: it must not lift it
+        insert_at(6, "restart", "c", base)  # older than a restart: nothing newer forbids it
+        pickup.poll_now()
+        wait_for(lambda: attempts(pool, "c") == 3, what="the late restart of c applied")
+        wait_for(lambda: len(logs.matching("skipped")) == 2, what="the late resume and restart skipped")
+    assert logs.matching(
+        f"control request #{base + 1}: resume of worker 'a' skipped: it turned up late, after the newer request "
+        f"#{base + 2} (pause), which decides",
+        logging.INFO,
+    )
+    assert logs.matching(
+        f"control request #{base + 4}: restart of worker 'b' skipped: it turned up late, and would lift the newer "
+        f"pause #{base + 5}",
+        logging.INFO,
+    )
+    for name in "ab":
+        assert pool.execution(name).status is WorkerStatus.PAUSED
+        assert attempts(pool, name) == 1
+
+
+def test_a_late_request_older_than_the_standing_state_is_skipped(harness: Harness, pickups: Pickups) -> None:
+    base = newest_id()
+    insert_at(2, "pause", "a", base)  # the standing state; base+1 is not committed yet
+    pool = harness.pool(waiting("a"))
+    pickup = pickups.start(pool)
+    assert pool.execution("a").paused
+    with collect_logs() as logs:
+        insert_at(1, "resume", "a", base)
+        pickup.poll_now()
+        wait_for(lambda: logs.matching(f"control request #{base + 1}: resume of worker 'a' skipped"), what="skipped")
+    assert pool.execution("a").paused
 
 
 def test_a_request_for_a_worker_this_node_does_not_run(harness: Harness, pickups: Pickups) -> None:
@@ -181,7 +286,7 @@ def test_a_request_for_a_worker_this_node_does_not_run(harness: Harness, pickups
     assert logs.matching(f"control request #{every.pk}: this node does not run worker 'elsewhere'", logging.DEBUG)
     assert logs.matching(f"control request #{mine.pk}: this node does not run worker 'elsewhere'", logging.WARNING)
     assert logs.matching(f"control request #{broken.pk}: unknown action 'explode'; ignored", logging.WARNING)
-    assert pickup.cursor == after.pk
+    wait_for(lambda: pickup.cursor == after.pk, what="the cursor moved")  # set after applying
 
 
 def test_a_request_after_the_pool_stopped_is_not_applied(harness: Harness, pickups: Pickups) -> None:
@@ -219,6 +324,63 @@ def test_a_database_that_does_not_answer_at_start_delays_the_standing_pauses_not
         wait_for(lambda: pool.execution("a").status is WorkerStatus.PAUSED, what="the standing pause applied")
         wait_for(lambda: logs.matching("control requests: reading them from database 'history_switch' again"))
     assert pool.execution("b").status is WorkerStatus.RUNNING
+
+
+def test_stop_leaves_a_hung_read_behind_instead_of_eating_the_stop_budget(
+    harness: Harness, pickups: Pickups, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = harness.pool(waiting("a"))
+    pickup = pickups.start(pool)
+    reading, release = threading.Event(), threading.Event()
+
+    def hung_read() -> None:  # a database read that does not answer
+        reading.set()
+        release.wait(30)
+
+    monkeypatch.setattr(pickup, "_poll", hung_read)
+    pickup.poll_now()
+    assert reading.wait(5)
+    try:
+        with collect_logs() as logs:
+            began = time.monotonic()
+            pickup.stop(20.0)
+            took = time.monotonic() - began
+        assert took < 3, f"stop() took {took:.1f} s"
+        assert logs.matching("control requests: the pickup thread did not stop in time", logging.WARNING)
+    finally:
+        release.set()
+    thread = pickup._thread
+    assert thread is not None
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+class StuckListener:
+    """A listener whose thread would not end (stuck in a connection)."""
+
+    def stop(self, timeout: float) -> bool:
+        assert timeout <= 1.0
+        return False
+
+
+def test_stop_warns_when_the_listen_thread_does_not_end(harness: Harness, pickups: Pickups) -> None:
+    pickup = pickups.start(harness.pool(waiting("a")), listen=False)
+    pickup._listener = StuckListener()  # type: ignore[assignment]
+    with collect_logs() as logs:
+        pickup.stop(10.0)
+    assert logs.matching("control requests: the LISTEN thread did not stop in time", logging.WARNING)
+
+
+@needs_postgresql
+def test_the_listen_connection_has_tcp_keepalives(transactional_db: None) -> None:
+    """A connection that died silently is noticed by the kernel's keepalives, then reconnected."""
+    listener = Listener("default", lambda: None)
+    connection_ = listener._connect()
+    try:
+        parameters = connection_.info.get_parameters()
+        assert {key: parameters.get(key) for key in KEEPALIVES} == {key: str(v) for key, v in KEEPALIVES.items()}
+    finally:
+        connection_.close()
 
 
 def test_the_listener_is_for_postgresql_only(transactional_db: None) -> None:
@@ -267,5 +429,8 @@ def test_on_postgresql_a_notification_wakes_the_pickup_and_the_listener_survives
     submit("restart", "a", this_node, requested_by="notified")
     wait_for(lambda: attempts(pool, "a") == 3, timeout=5, what="a restarted again")
     assert time.monotonic() - began < 1.0
-    assert pickup.cursor == ControlRequest.objects.order_by("-id").values_list("id", flat=True).first()
+    wait_for(
+        lambda: pickup.cursor == ControlRequest.objects.order_by("-id").values_list("id", flat=True).first(),
+        what="the cursor moved",
+    )  # set after applying
     connections.close_all()

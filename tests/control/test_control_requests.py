@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import pytest
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models.functions import Now
 from django.test import override_settings
 from django.utils import timezone
@@ -17,6 +19,7 @@ from django.utils import timezone
 from django_workers.control import CHANNEL, ControlError, describe_request, process_identity, submit
 from django_workers.models import ControlRequest, Execution, Node, WorkerState
 from tests.control.conftest import OPERATOR_PERMISSIONS, VIEWER_PERMISSIONS, W, make_user, needs_postgresql
+from tests.support import collect_logs
 
 pytestmark = pytest.mark.django_db
 
@@ -140,6 +143,47 @@ def test_a_stopped_node_is_refused(make_node: Any) -> None:
         submit("restart", "sleeper", f"old:{stopped.pid}")
 
 
+@override_settings(WORKERS=HISTORY_ON)  # the default grace: 3 heartbeat intervals of 10 s
+def test_a_node_without_a_heartbeat_for_the_grace_is_refused_as_stale(make_node: Any) -> None:
+    """A runworkers killed with SIGKILL never records its stop: its heartbeats end, nothing picks requests up."""
+    live = make_node(hostname="worker-1", workers=["sleeper"])
+    killed = make_node(hostname="worker-2", workers=["sleeper"], last_heartbeat=timezone.now() - timedelta(minutes=5))
+    for designated in (killed, killed.pk, str(killed.pk), f"worker-2:{killed.pid}"):
+        with pytest.raises(ControlError) as caught:
+            submit("pause", "sleeper", designated)
+        message = str(caught.value)
+        assert re.match(
+            rf"node worker-2:{killed.pid} \({killed.pk}\) has not sent a heartbeat for 30\d s \(more than 30 s\): "
+            r"it is stale \(killed, or its host is down\?\)",
+            message,
+        ), message
+        assert "Send the request to every node instead (leave the node out)" in message
+        assert message.endswith(f"use one of the live nodes: worker-1:{live.pid} ({live.pk})")  # not the stale one
+    assert not ControlRequest.objects.exists()
+    assert submit("pause", "sleeper", live).node_id == live.pk
+
+
+@override_settings(WORKERS={"HISTORY": {"ENABLED": True, "HEARTBEAT_INTERVAL": 1, "ORPHAN_GRACE": 120}})
+def test_the_stale_rule_is_the_history_grace(make_node: Any) -> None:
+    quiet = make_node(workers=["sleeper"], last_heartbeat=timezone.now() - timedelta(seconds=60))
+    assert submit("pause", "sleeper", quiet).node_id == quiet.pk  # within ORPHAN_GRACE
+
+
+@override_settings(WORKERS=HISTORY_ON)
+def test_host_pid_designates_the_live_node_of_a_reused_pid(make_node: Any) -> None:
+    killed = make_node(hostname="box", pid=7, workers=["sleeper"], last_heartbeat=timezone.now() - timedelta(hours=1))
+    again = make_node(hostname="box", pid=7, workers=["sleeper"])  # a container's pid, reused
+    assert submit("pause", "sleeper", "box:7").node_id == again.pk
+    assert killed.pk != again.pk
+
+
+@override_settings(WORKERS={"HISTORY": {"ENABLED": True}, "WORKERS": []})
+def test_a_stale_nodes_workers_are_not_known_from_its_list(make_node: Any) -> None:
+    make_node(workers=["only-there"], last_heartbeat=timezone.now() - timedelta(hours=1))
+    with pytest.raises(ControlError, match="unknown worker 'only-there'"):
+        submit("pause", "only-there")
+
+
 @override_settings(WORKERS=HISTORY_ON)
 def test_a_node_that_does_not_run_the_worker_is_refused(make_node: Any) -> None:
     node = make_node(workers=["alpha", "sleeper-2"])
@@ -167,6 +211,47 @@ def test_a_user_is_the_author_and_gets_a_log_entry(transactional_db: None) -> No
     submit("resume", "sleeper", user=alice, requested_by="alice (on call)")
     assert ControlRequest.objects.order_by("-id").first().requested_by == "alice (on call)"  # type: ignore[union-attr]
     assert LogEntry.objects.filter(user=alice).count() == 2
+
+
+def failing_log_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise DatabaseError('relation "django_admin_log" does not exist')
+
+    monkeypatch.setattr(LogEntry.objects, "log_actions", fail)
+
+
+class LogEntriesElsewhere:
+    """A router that sends the admin's LogEntry rows to another database than the history's."""
+
+    def db_for_write(self, model: Any, **hints: Any) -> str | None:
+        return "admin_logs" if model is LogEntry else None
+
+
+@override_settings(WORKERS=HISTORY_ON)
+def test_a_log_entry_that_fails_in_the_requests_database_records_nothing(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same database: the request and its LogEntry are one transaction, so "not recorded" is the truth."""
+    alice = make_user("alice", perms=OPERATOR_PERMISSIONS)
+    failing_log_entries(monkeypatch)
+    with pytest.raises(DatabaseError, match="django_admin_log"):
+        submit("pause", "sleeper", user=alice)
+    assert not ControlRequest.objects.exists()
+
+
+@override_settings(WORKERS=HISTORY_ON, DATABASE_ROUTERS=[f"{__name__}.LogEntriesElsewhere"])
+def test_a_log_entry_that_fails_in_another_database_does_not_unrecord_the_request(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another database: the request is committed first; a failed LogEntry is a warning, not a failure."""
+    alice = make_user("alice", perms=OPERATOR_PERMISSIONS)
+    failing_log_entries(monkeypatch)
+    with collect_logs() as logs:
+        request = submit("pause", "sleeper", user=alice)
+    assert ControlRequest.objects.get().pk == request.pk
+    [warning] = logs.matching(f"control request #{request.pk} is recorded, but its admin LogEntry could not be")
+    assert warning.levelno == logging.WARNING
+    assert 'relation "django_admin_log" does not exist' in warning.getMessage()
 
 
 @override_settings(WORKERS=HISTORY_ON)

@@ -3,7 +3,7 @@
 Records a control request (:func:`django_workers.control.submit`): every ``runworkers`` process
 with history enabled that it is addressed to applies it within its heartbeat interval. Exit status
 0 when recorded (one line says what), 1 with a message when it cannot be: an unknown worker or
-node, a stopped node, history disabled, an unknown user or one without the permission, the
+node, a stopped or stale node, history disabled, an unknown user or one without the permission, the
 database unreachable or not migrated. See ``docs/control.md``.
 """
 

@@ -19,6 +19,7 @@ __all__ = [
     "ExecutionEvent",
     "ExecutionStatus",
     "ExecutionTally",
+    "Lease",
     "Node",
     "WorkerOverview",
     "WorkerState",
@@ -282,3 +283,29 @@ class WorkerOverview(WorkerState):
         verbose_name = _("overview")
         verbose_name_plural = _("overview")
         default_permissions = ()
+
+
+class Lease(models.Model):
+    """The lease of one singleton worker (:mod:`django_workers.fleet.leases`): who holds it, until when.
+
+    ``expires_at`` is set from the database's clock, so hosts with skewed clocks agree on it;
+    ``fence`` grows by one at every change of holder, and the holder hands it to its worker as
+    the fencing token. ``holder`` is the holding node's id (not a foreign key: retention may prune
+    a node row while its last lease row stays).
+    """
+
+    name = models.CharField(_("worker"), max_length=255, primary_key=True)
+    holder = models.UUIDField(_("holder (node id)"), null=True, blank=True)
+    fence = models.PositiveBigIntegerField(_("fence"), default=0)
+    expires_at = models.DateTimeField(_("expires"))
+    #: When the current holder took the lease (the database's clock).
+    since = models.DateTimeField(_("since"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("lease")
+        verbose_name_plural = _("leases")
+        ordering = ("name",)
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder or 'free'} (fence {self.fence})"

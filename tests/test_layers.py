@@ -6,7 +6,7 @@ few left are of optional dependencies). The floors, lowest first:
 0. ``core`` (the engine; the package root only re-exports it)
 1. ``observability``, ``models``, ``db``
 2. ``settings``
-3. ``history``, ``health``, ``control``
+3. ``history``, ``health``, ``control``, ``fleet``
 4. ``runtime`` (the composition root), ``http``
 5. ``runner``, ``admin``, ``apps``, ``checks``, ``management``, ``migrations`` and the public
    re-exports ``metrics``, ``tracing``, ``probe``
@@ -30,6 +30,7 @@ FLOORS = {
     "history": 3,
     "health": 3,
     "control": 3,
+    "fleet": 3,
     "runtime": 4,
     "http": 4,
     "runner": 5,

@@ -482,8 +482,15 @@ class WorkerPool:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no worker is left running (all finished or exhausted), or ``timeout``.
 
-        Returns True when none is left. Does not stop anything.
+        Returns True when none is left. Does not stop anything. A ``timeout`` longer than the
+        platform's longest timed wait (``float("inf")`` say) waits without one; ``ValueError``
+        for NaN.
         """
+        if timeout is not None:
+            if timeout != timeout:  # noqa: PLR0124 - NaN
+                raise ValueError("wait() got NaN seconds; pass a number, or None to wait without a timeout")
+            if timeout >= threading.TIMEOUT_MAX:  # Condition.wait() overflows beyond it
+                timeout = None
         with self._idle:
             return self._idle.wait_for(lambda: self._running == 0, timeout)
 

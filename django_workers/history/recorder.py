@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
+from ..core import limits
 from ..core.backoff import Backoff
 from ..core.context import LOGGER_NAME
 from ..core.events import LifecycleEvent, Listener
@@ -68,8 +69,8 @@ class HistoryRecorder:
         for label, count in (("buffer_size", buffer_size), ("batch_size", batch_size), ("prune", prune_batch_size)):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(f"{label} must be an int >= 1, got {count!r}")
-        if not heartbeat_interval > 0:
-            raise ValueError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval!r}")
+        # Bounded like every wait of the engine (a day at most): Event.wait() overflows far beyond it.
+        heartbeat_interval = limits.seconds("heartbeat_interval", heartbeat_interval, low_open=True)
         grace = HistorySettings(heartbeat_interval=heartbeat_interval, orphan_grace=orphan_grace).grace
         if not grace > heartbeat_interval:
             raise ValueError(

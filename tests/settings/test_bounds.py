@@ -416,3 +416,41 @@ def test_asleep_forever_waits_until_its_task_is_cancelled() -> None:
             await task
 
     asyncio.run(scenario())
+
+
+# -- the engine's and the recorder's own waits, from Python ---------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [1e300, float("inf"), 10**400])
+def test_pool_wait_with_an_endless_timeout_waits_without_one(harness: Harness, timeout: float) -> None:
+    gate = harness.gate()
+    pool = harness.pool(FnWorker("w", lambda ctx: gate.wait(10)))
+    pool.start()
+    outcome: list[bool] = []
+    waiter = threading.Thread(target=lambda: outcome.append(pool.wait(timeout)))
+    waiter.start()
+    gate.set()
+    waiter.join(10)
+    assert outcome == [True], "it waited (no OverflowError) and saw the worker end"
+
+
+def test_pool_wait_refuses_nan(harness: Harness) -> None:
+    pool = harness.pool(FnWorker("w"))
+    with pytest.raises(ValueError, match="wait\\(\\) got NaN seconds"):
+        pool.wait(float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (1e300, ValueError, "heartbeat_interval must be > 0 and <= 86400 seconds, got 1e+300"),
+        (0, ValueError, "heartbeat_interval must be > 0 and <= 86400 seconds, got 0"),
+        (float("nan"), ValueError, "heartbeat_interval must be a finite number of seconds"),
+        ("10", TypeError, "heartbeat_interval must be a number of seconds"),
+    ],
+)
+def test_the_recorders_heartbeat_interval_is_bounded_from_python(value: Any, error: type, message: str) -> None:
+    from django_workers.history import HistoryRecorder
+
+    with pytest.raises(error, match=re.escape(message)):
+        HistoryRecorder(heartbeat_interval=value)

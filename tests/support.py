@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 import logging
 import os
@@ -209,6 +211,30 @@ W = "tests.scenarios.workers_runworkers"
 
 #: Variables a subprocess must not inherit from the test process (unless a test gives them).
 NOT_INHERITED = ("RUN_MAIN", "DJANGO_WORKERS_RELOADER_FD", "PROMETHEUS_MULTIPROC_DIR")
+
+
+def node_factory(now: datetime.datetime) -> Callable[..., Any]:
+    """A function creating ``Node`` rows, each with a new pid, as of ``now``.
+
+    A live node of host-a running workers alpha and beta, unless the keyword arguments say otherwise.
+    """
+    from django_workers.models import Node
+
+    pids = itertools.count(1000)
+
+    def make(**fields: Any) -> Node:
+        values: dict[str, Any] = {
+            "hostname": "host-a",
+            "pid": next(pids),
+            "started_at": now - datetime.timedelta(hours=1),
+            "last_heartbeat": now,
+            "version": "0.1.0",
+            "workers": ["alpha", "beta"],
+        }
+        values.update(fields)
+        return Node.objects.create(**values)
+
+    return make
 
 
 @dataclass

@@ -14,6 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from django_workers.models import Execution, ExecutionEvent, ExecutionStatus, Node
+from tests.support import node_factory
 
 XSS = "<script>alert(1)</script>"
 XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -26,21 +27,7 @@ def now() -> datetime:
 
 @pytest.fixture
 def make_node(now: datetime) -> Callable[..., Node]:
-    pids = itertools.count(1000)
-
-    def make(**fields: Any) -> Node:
-        values: dict[str, Any] = {
-            "hostname": "host-a",
-            "pid": next(pids),
-            "started_at": now - timedelta(hours=1),
-            "last_heartbeat": now,
-            "version": "0.1.0",
-            "workers": ["alpha", "beta"],
-        }
-        values.update(fields)
-        return Node.objects.create(**values)
-
-    return make
+    return node_factory(now)
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ subprocess records is read here. Every process is killed at teardown, before the
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from django.utils import timezone
 
 from django_workers.models import Node
 from tests.history.conftest import switchable  # noqa: F401 - a fixture of the pickup's outage test
-from tests.support import Completed, RunworkersProcess, StartRunworkers, on_test_database, run_command
+from tests.support import Completed, RunworkersProcess, StartRunworkers, node_factory, on_test_database, run_command
 
 #: The settings of the subprocesses: the runworkers scenario on the test's own database.
 SETTINGS = "tests.scenarios.settings_control"
@@ -54,22 +53,7 @@ def control_workers(workers: list[Any], heartbeat: float = 0.5, **top: Any) -> d
 
 @pytest.fixture
 def make_node() -> Callable[..., Node]:
-    pids = itertools.count(1000)
-    now = timezone.now()
-
-    def make(**fields: Any) -> Node:
-        values: dict[str, Any] = {
-            "hostname": "host-a",
-            "pid": next(pids),
-            "started_at": now - timedelta(hours=1),
-            "last_heartbeat": now,
-            "version": "0.1.0",
-            "workers": ["alpha", "beta"],
-        }
-        values.update(fields)
-        return Node.objects.create(**values)
-
-    return make
+    return node_factory(timezone.now())
 
 
 def make_user(username: str, *, staff: bool = True, superuser: bool = False, perms: tuple[str, ...] = ()) -> User:

@@ -22,7 +22,7 @@ from django.test import Client
 from django.utils import timezone
 
 from django_workers.models import Execution, ExecutionEvent, ExecutionStatus, Node
-from tests.support import Completed, RunworkersProcess, StartRunworkers, on_test_database, run_command
+from tests.support import Completed, RunworkersProcess, StartRunworkers, node_factory, on_test_database, run_command
 
 SETTINGS = "tests.scenarios.settings_health"
 #: Dotted path prefix of the health test workers.
@@ -41,21 +41,7 @@ def now() -> datetime:
 
 @pytest.fixture
 def make_node(now: datetime) -> Callable[..., Node]:
-    pids = itertools.count(1000)
-
-    def make(**fields: Any) -> Node:
-        values: dict[str, Any] = {
-            "hostname": "host-a",
-            "pid": next(pids),
-            "started_at": now - timedelta(hours=1),
-            "last_heartbeat": now,
-            "version": "0.1.0",
-            "workers": ["alpha", "beta"],
-        }
-        values.update(fields)
-        return Node.objects.create(**values)
-
-    return make
+    return node_factory(now)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ __all__ = [
     "ExecutionStatus",
     "ExecutionTally",
     "Lease",
+    "LeaseRole",
     "Node",
     "WorkerOverview",
     "WorkerState",
@@ -42,6 +43,20 @@ class ExecutionStatus(models.TextChoices):
     ERROR = "error", _("error")
     LOST = "lost", _("lost")
     PAUSED = "paused", _("paused")
+    STANDBY = "standby", _("standby")
+
+
+class LeaseRole(models.TextChoices):
+    """The role of a singleton worker on one node (:mod:`django_workers.fleet.keeper`)."""
+
+    #: The node holds the lease: the worker runs there.
+    LEADER = "leader", _("leader")
+    #: The node lost the lease: its worker was cancelled and has not returned yet.
+    RELEASING = "releasing", _("releasing")
+    #: Another node holds the lease (or nobody does yet): the worker stands by.
+    FOLLOWER = "follower", _("follower")
+    #: The worker did not return within the stop timeout after its node lost the lease.
+    STUCK = "stuck", _("stuck")
 
 
 class Node(models.Model):
@@ -228,6 +243,14 @@ class WorkerState(models.Model):
     exhausted = models.BooleanField(_("exhausted"), default=False)
     silent = models.BooleanField(_("silent"), default=False)
     paused = models.BooleanField(_("paused"), default=False)
+    #: A singleton's role on the node (:class:`LeaseRole`); empty for a worker that is not one.
+    #: A database default too: a ``runworkers`` of the previous release, still writing while the
+    #: migration is applied (a rolling deploy), inserts rows without this column.
+    role = models.CharField(
+        _("lease role"), max_length=16, choices=LeaseRole.choices, blank=True, default="", db_default=""
+    )
+    #: The fence of the lease the node holds for a singleton, else None.
+    fence = models.PositiveBigIntegerField(_("fence"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated"))
 
     class Meta:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
@@ -29,9 +30,18 @@ from . import db
 from .control import ControlPickup
 from .core.context import LOGGER_NAME
 from .core.pool import WorkerPool
+from .fleet import LeaseKeeper
 from .history import HistoryRecorder
 from .http import HttpServer, django_prometheus_export
-from .settings import HistorySettings, MetricsSettings, TracingSettings, WorkersSettings, load_settings, select_workers
+from .settings import (
+    FleetSettings,
+    HistorySettings,
+    MetricsSettings,
+    TracingSettings,
+    WorkersSettings,
+    load_settings,
+    select_workers,
+)
 from .settings.imports import describe_exception, importable
 from .settings.values import got, where
 from .settings.workers import construct_worker
@@ -211,6 +221,7 @@ def build_pool(
             restart_backoff=spec.restart_backoff,
             max_silence=spec.max_silence,
             restart_on_silence=spec.restart_on_silence,
+            singleton=spec.singleton,
         )
     return pool
 
@@ -253,7 +264,11 @@ def build_services(
     (:class:`MetricsUnavailableError`).
     """
     services: list[ProcessService] = []
-    services.extend(_history_services(workers_settings.history, pool))  # first: stopped last, it flushes
+    history = _history_services(workers_settings.history, pool)
+    services.extend(history)  # first: stopped last, it flushes
+    # After the pickup (standing pauses are applied first); stopped first, once the pool stopped.
+    node = next((service.node_id for service in history if isinstance(service, HistoryRecorder)), None)
+    services.extend(_fleet_services(workers_settings.fleet, pool, node))
     metrics = workers_settings.metrics
     port, address = _metrics_endpoint(metrics, pool, metrics_port, metrics_address)
     health = workers_settings.health
@@ -311,6 +326,33 @@ def _multiprocess_services() -> list[ProcessService]:
 
     path = exposition.multiprocess_dir()
     return [] if path is None else [exposition.MultiprocessCleanup(path)]
+
+
+def _fleet_services(fleet: FleetSettings, pool: WorkerPool, node: uuid.UUID | None) -> list[ProcessService]:
+    """The lease keeper of the pool's singleton workers, if it has any.
+
+    The leases are held for ``node`` (the history's node id, so that the console can name the
+    holder), or for an id of this process's own without history. ``ValueError`` when the lease
+    cannot cover the pool's stop timeout (``--stop-timeout`` may have raised it past the check).
+    """
+    if not any(execution.singleton for execution in pool.executions().values()):
+        return []
+    if not fleet.stops_in_time(pool.stop_timeout):
+        raise ValueError(
+            f"{where('FLEET', 'LEASE_TTL')} is {fleet.lease_ttl:g} seconds, which cannot cover a renewal interval "
+            f"of {fleet.renew:g}, a margin of {fleet.margin:g} and a stop timeout of {pool.stop_timeout:g} seconds: "
+            f"a singleton worker could outlive its lease. Make LEASE_TTL more than "
+            f"{fleet.minimum_ttl(pool.stop_timeout):g} seconds, or lower the stop timeout."
+        )
+    keeper = LeaseKeeper(
+        node or uuid.uuid4(),
+        ttl=fleet.lease_ttl,
+        renew=fleet.renew,
+        margin=fleet.margin,
+        stop_timeout=pool.stop_timeout,
+        database=fleet.database,
+    )
+    return [keeper]
 
 
 def _history_services(history: HistorySettings, pool: WorkerPool) -> list[ProcessService]:

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from typing import Any
 
+import pytest
+
 from django_workers.settings import validate_settings
 from tests.support import ROOT
 
@@ -22,7 +24,7 @@ def _block(marker: str) -> str:
 
 
 def test_readme_has_the_spec_snippets() -> None:
-    assert len(BLOCKS) == 4
+    assert len(BLOCKS) == 5
     _block("class CancellableWorker(Worker)")
     _block("pool = WorkerPool(")
 
@@ -81,3 +83,43 @@ def test_logging_snippet_stamps_records_of_other_loggers_inside_a_worker() -> No
     worker_line = next(line for line in lines if "hello from a client library" in line)
     assert re.match(r"WARNING \[chatty [0-9a-f-]{36}\] thirdparty\.client: ", worker_line), worker_line
     assert "WARNING [ ] thirdparty.client: outside" in lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fenced_write_of_a_singleton_rejects_a_stale_holder() -> None:
+    """The README's OutboxRelay: its guarded UPDATE applies under the newest fence and not under an older one."""
+    from django.db import connection
+
+    from django_workers import WorkerPool, WorkerStatus, db
+    from tests.support import wait_for
+
+    namespace: dict[str, Any] = {}
+    exec(compile(_block("class OutboxRelay(Worker)"), "README.md", "exec"), namespace)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE relay_checkpoint (id integer PRIMARY KEY, position integer, fence bigint)")
+        cursor.execute("INSERT INTO relay_checkpoint VALUES (1, 0, 0)")
+    try:
+
+        def row() -> tuple[int, int]:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT position, fence FROM relay_checkpoint WHERE id = 1")
+                return tuple(cursor.fetchone())
+
+        hygiene: dict[str, Any] = {"attempt_hooks": [db.connection_hygiene], "listeners": [db.close_thread_connections]}
+        holder = WorkerPool(log=False, **hygiene)
+        holder.register(namespace["OutboxRelay"](), singleton=True)
+        holder.lead("outbox-relay", 5)
+        holder.start()
+        wait_for(lambda: row() == (42, 5), what="the holder's write")
+        assert holder.stop(5) == []
+
+        stale = WorkerPool(log=False, **hygiene)
+        stale.register(namespace["OutboxRelay"](), singleton=True)
+        stale.lead("outbox-relay", 3)  # a holder that slept through the takeover
+        stale.start()
+        wait_for(lambda: stale.execution("outbox-relay").status is WorkerStatus.SUCCESS, what="the stale run's end")
+        assert stale.stop(5) == []
+        assert row() == (42, 5), "the stale holder's write changed nothing"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE relay_checkpoint")

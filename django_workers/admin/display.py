@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Execution, ExecutionStatus, Node
+from ..models import Execution, ExecutionStatus, LeaseRole, Node
 from .history_settings import stale_after
 
 #: CSS modifiers of the status badges (``static/django_workers/admin.css``); anything else is "unknown".
@@ -94,6 +94,13 @@ def status_badge(status: str) -> SafeString:
     if status in _STATUS_CLASSES:
         return _badge("status", status, ExecutionStatus(status).label)
     return _badge("status", ExecutionStatus.UNKNOWN.value, status)
+
+
+def role_badge(role: str) -> SafeString:
+    """A coloured badge for a singleton's role on a node (leader, releasing, follower, stuck)."""
+    if role in LeaseRole.values:
+        return _badge("role", role, LeaseRole(role).label)
+    return _badge("role", "unknown", role)
 
 
 def level_badge(level: str) -> SafeString:

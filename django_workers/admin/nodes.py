@@ -1,6 +1,7 @@
 """The nodes pages: the ``runworkers`` processes, latest first, with their heartbeat state.
 
 Times are shown to the second in the active time zone, with the zone (a heartbeat to the minute says little).
+A node's page lists its workers with, for a singleton, its role on the node and the fence it holds.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Node
-from .display import exact_time, node_state_badge
+from ..models import Node, WorkerState
+from .display import exact_time, node_state, node_state_badge, role_badge
 from .events import NodeEventsInline
 from .filters import NodeStateFilter
 from .readonly import ReadOnlyAdmin
@@ -94,9 +95,32 @@ class NodeAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("workers"))
     def workers_display(self, obj: Node) -> SafeString | str:
-        """The workers this process ran, one per line, aligned with the other values (``admin.css``)."""
+        """The workers this process ran, one per line, aligned with the other values (``admin.css``).
+
+        A singleton's line adds its role on this node and the fence it holds (one query, for the
+        node's singletons); not on a stopped node, which holds nothing now.
+        """
         workers = obj.workers if isinstance(obj.workers, list) else [obj.workers]
         if not workers:
             return "-"
-        names = ((worker.get("name", worker) if isinstance(worker, dict) else worker,) for worker in workers if worker)
-        return format_html('<ul class="dw-workers">{}</ul>', format_html_join("", "<li>{}</li>", names))
+        names = [worker.get("name", worker) if isinstance(worker, dict) else worker for worker in workers if worker]
+        roles: dict[str, tuple[str, int | None]] = {}
+        if node_state(obj) != "stopped":
+            singletons = WorkerState.objects.using(obj._state.db).filter(node_id=obj.pk).exclude(role="")
+            roles = {worker: (role, fence) for worker, role, fence in singletons.values_list("worker", "role", "fence")}
+        return format_html(
+            '<ul class="dw-workers">{}</ul>',
+            format_html_join("", "<li>{}{}</li>", ((name, _role(roles.get(name))) for name in names)),
+        )
+
+
+def _role(role: tuple[str, int | None] | None) -> SafeString | str:
+    """`` <role badge> fence N`` after a singleton's name; ``""`` for another worker."""
+    if role is None:
+        return ""
+    name, fence = role
+    if fence is None:
+        return format_html(" {}", role_badge(name))
+    return format_html(
+        ' {} <span class="dw-fence">{}</span>', role_badge(name), _("fence %(fence)s") % {"fence": fence}
+    )

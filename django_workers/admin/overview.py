@@ -1,27 +1,34 @@
 """What the overview page shows, read with a fixed number of queries whatever the history's size.
 
-Four queries on the history database: the nodes shown (alive or stale ones heart-beating within
+Five queries on the history database: the nodes shown (alive or stale ones heart-beating within
 a day, stopped ones that stopped within a day; at most :data:`NODES_LIMIT`), the workers' states
 on those nodes (:class:`~django_workers.models.WorkerState`, one row per node and worker), their
-failures and restarts in the last hour and day per node shown, and the day's timeline of every
+failures and restarts in the last hour and day per node shown, the day's timeline of every
 worker over all nodes (which also gives a worker's failures and restarts on every node, shown or
 not): both sums over :class:`~django_workers.models.ExecutionTally` (a row per worker, node and
-5-minute period), grouped by the database. The executions table is never read.
+5-minute period), grouped by the database; and the singletons' leases
+(:class:`~django_workers.models.Lease`, one row per singleton), with their holders' ``host:pid``
+and the database's clock. The executions table is never read.
+
+A singleton worker's row says its role on that node (leader, releasing, follower, stuck: the
+recorder keeps it in :class:`~django_workers.models.WorkerState`); a stuck one on an alive node
+is the most urgent problem: its old run may still be running beside the new holder's.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from django.db.models import F, Q, Sum
+from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from ..models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, Node, WorkerState
+from ..models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, Lease, LeaseRole, Node, WorkerState
 from ..settings import validate_settings
 from .display import human_duration, node_state
 from .timeline import BUCKET_SECONDS, Timeline, build_timeline, period_labels
@@ -29,6 +36,7 @@ from .timeline import BUCKET_SECONDS, Timeline, build_timeline, period_labels
 __all__ = [
     "ERROR_LINE_LIMIT",
     "NODES_LIMIT",
+    "LeaseView",
     "NodeView",
     "Overview",
     "WorkerGroup",
@@ -46,10 +54,13 @@ DAY: Final = timedelta(hours=24)
 #: "The last hour": the current period and the 11 before it.
 HOUR_PERIODS: Final = 12
 
-#: How urgent a worker's row is, most urgent first (the page lists problems first).
-EXHAUSTED, SILENT, FAILING, OTHER = range(4)
-SEVERITY_LABELS: Final = {EXHAUSTED: "exhausted", SILENT: "silent", FAILING: "failing", OTHER: ""}
+#: How urgent a worker's row is, most urgent first (the page lists problems first). A stuck
+#: singleton may run beside the new holder of its lease; an exhausted worker will not run again.
+STUCK, EXHAUSTED, SILENT, FAILING, OTHER = range(5)
+SEVERITY_LABELS: Final = {STUCK: "stuck", EXHAUSTED: "exhausted", SILENT: "silent", FAILING: "failing", OTHER: ""}
 _NODE_RANK: Final = {"alive": 0, "stale": 1, "stopped": 2}
+#: A singleton's rows: the leader first, then a node whose cancelled run has not returned, then the followers.
+_ROLE_RANK: Final = {LeaseRole.LEADER.value: 0, LeaseRole.STUCK.value: 1, LeaseRole.RELEASING.value: 2}
 _OPEN: Final = (ExecutionStatus.RUNNING.value, ExecutionStatus.DEFERRED.value)
 
 
@@ -58,6 +69,11 @@ def ago(value: datetime | None, now: datetime) -> str:
     if value is None:
         return "-"
     return _("%(duration)s ago") % {"duration": human_duration(max(0.0, (now - value).total_seconds()))}
+
+
+def within(value: datetime, now: datetime) -> str:
+    """A future ``value`` relative to ``now``: ``in 12.0 s``, ``in 3 min 7 s``."""
+    return _("in %(duration)s") % {"duration": human_duration(max(0.0, (value - now).total_seconds()))}
 
 
 @dataclass(frozen=True)
@@ -110,10 +126,19 @@ class WorkerRow:
     paused: bool
     counts: Counts
     severity: int
+    #: A singleton's role on the node (a :class:`~django_workers.models.LeaseRole` value); ``""``
+    #: for other workers, and on a stopped node (it holds nothing now: the leases table says who does).
+    role: str = ""
+    #: The fence of the lease the node holds (leader), else None.
+    fence: int | None = None
+    #: Since when it has had that role, when known: a leader since it took the lease (the lease
+    #: row), a follower since it stood by (its status); None otherwise.
+    role_since: datetime | None = None
+    role_since_ago: str = "-"
 
     @property
     def problem(self) -> str:
-        """``exhausted``, ``silent``, ``failing`` or ``""``."""
+        """``stuck``, ``exhausted``, ``silent``, ``failing`` or ``""``."""
         return SEVERITY_LABELS[self.severity]
 
 
@@ -134,6 +159,41 @@ class WorkerGroup:
         """The most urgent problem of its rows on alive nodes (of all its rows when none is alive), or ``""``."""
         return SEVERITY_LABELS[self.severity]
 
+    @property
+    def singleton(self) -> bool:
+        """Whether a row says a lease role (the table then has a column for it)."""
+        return any(row.role for row in self.rows)
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """A singleton's lease as the page shows it (times relative to the database's clock)."""
+
+    name: str
+    #: The holding node's id; None for a free (released or never taken) lease.
+    holder: uuid.UUID | None
+    #: ``host:pid`` of the holder when its node row exists (retention may have pruned it), else None.
+    holder_label: str | None
+    fence: int
+    since: datetime | None
+    since_ago: str
+    expires_at: datetime
+    #: ``in 12.0 s`` while it runs; ``""`` once expired or free.
+    expires_in: str
+    expired: bool
+
+    @property
+    def free(self) -> bool:
+        """Nobody holds it: released (a follower may take it at once) or never taken."""
+        return self.holder is None
+
+    @property
+    def state(self) -> str:
+        """``held``, ``expired`` (its holder stopped renewing: anyone may take it) or ``free``."""
+        if self.free:
+            return "free"
+        return "expired" if self.expired else "held"
+
 
 @dataclass(frozen=True)
 class Overview:
@@ -145,6 +205,7 @@ class Overview:
     more_nodes: bool
     window_start: datetime
     hour_start: datetime
+    leases: tuple[LeaseView, ...] = ()
 
 
 def configured_worker_names() -> list[str]:
@@ -178,9 +239,11 @@ def _shown_status(status: str, state: str) -> str:
     return status
 
 
-def _severity(state: str, status: str, exhausted: bool, silent: bool) -> int:
+def _severity(state: str, status: str, exhausted: bool, silent: bool, role: str = "") -> int:
     if state == "stopped":
         return OTHER  # history: a stopped node's workers are nobody's problem now
+    if role == LeaseRole.STUCK and state == "alive":
+        return STUCK
     if exhausted and status == ExecutionStatus.ERROR:
         return EXHAUSTED
     if silent and status == ExecutionStatus.RUNNING:
@@ -205,7 +268,7 @@ def _window(now: datetime) -> tuple[datetime, datetime]:
 
 
 def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
-    """Read the page's data from ``database`` (four queries) and arrange it, problems first."""
+    """Read the page's data from ``database`` (five queries) and arrange it, problems first."""
     nodes_query = (
         Node.objects.using(database)
         .annotate(db_now=Now())
@@ -226,11 +289,15 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
     per_node = _node_counts(database, list(views), day_start, hour_start)
     labels = period_labels(day_start, now)
     timelines, totals = build_timelines(database, day_start, hour_start, now, labels)
+    leases = read_leases(database)
+    held = {(lease.holder, lease.name): lease for lease in leases if lease.holder is not None}
 
     rows: dict[str, list[WorkerRow]] = {}
     for state in states:
         view = views[state.node_id]
         status = _shown_status(state.status, view.state)
+        role = state.role if view.state != "stopped" else ""
+        role_since = _role_since(role, state, held.get((state.node_id, state.worker)))
         rows.setdefault(state.worker, []).append(
             WorkerRow(
                 node=view,
@@ -245,7 +312,11 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
                 silent=state.silent and status == ExecutionStatus.RUNNING,
                 paused=state.paused and view.state != "stale",
                 counts=per_node.get((state.node_id, state.worker), Counts()),
-                severity=_severity(view.state, status, state.exhausted, state.silent),
+                severity=_severity(view.state, status, state.exhausted, state.silent, role),
+                role=role,
+                fence=state.fence if role else None,
+                role_since=role_since,
+                role_since_ago=ago(role_since, now),
             )
         )
     configured_set = set(configured)
@@ -254,7 +325,12 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
     for name in names:
         worker_rows = sorted(
             rows.get(name, ()),
-            key=lambda row: (_NODE_RANK[row.node.state], row.severity, -row.node.node.started_at.timestamp()),
+            key=lambda row: (
+                _NODE_RANK[row.node.state],
+                row.severity,
+                _ROLE_RANK.get(row.role, 3),
+                -row.node.node.started_at.timestamp(),
+            ),
         )
         # A stale node's rows show lost, but while the worker runs on alive nodes, those say how it is.
         judged = [row for row in worker_rows if row.node.state == "alive"] or worker_rows
@@ -276,7 +352,57 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
         more_nodes=more_nodes,
         window_start=day_start,
         hour_start=hour_start,
+        leases=tuple(leases),
     )
+
+
+def _role_since(role: str, state: WorkerState, lease: LeaseView | None) -> datetime | None:
+    """Since when a singleton has had its role on its node, when the rows tell."""
+    if role == LeaseRole.LEADER:
+        # The lease row's ``since`` is when this node took it, if it still holds it under that fence.
+        return lease.since if lease is not None and lease.fence == state.fence else None
+    if role == LeaseRole.FOLLOWER and state.status == ExecutionStatus.STANDBY:
+        return state.since
+    return None
+
+
+def read_leases(database: str) -> list[LeaseView]:
+    """Every singleton's lease, by name, with its holder's ``host:pid`` and the database's clock (one query).
+
+    ``holder`` is not a foreign key (retention may prune the holder's node row first): its host
+    and pid are read by subqueries of the same statement. Whether a lease expired, and the times
+    shown relative, are judged by the database's clock (``Now()`` read by that statement), the
+    clock that set ``expires_at``, never the web server's.
+    """
+    holder = Node.objects.using(database).filter(pk=OuterRef("holder"))
+    rows = (
+        Lease.objects.using(database)
+        .annotate(
+            db_now=Now(),
+            holder_hostname=Subquery(holder.values("hostname")[:1]),
+            holder_pid=Subquery(holder.values("pid")[:1]),
+        )
+        .order_by("name")
+    )
+    leases = []
+    for row in rows:
+        now: datetime = row.db_now
+        expired = row.holder is not None and row.expires_at <= now
+        known = row.holder is not None and row.holder_hostname is not None
+        leases.append(
+            LeaseView(
+                name=row.name,
+                holder=row.holder,
+                holder_label=f"{row.holder_hostname}:{row.holder_pid}" if known else None,
+                fence=row.fence,
+                since=row.since if row.holder is not None else None,
+                since_ago=ago(row.since, now) if row.holder is not None else "-",
+                expires_at=row.expires_at,
+                expires_in=within(row.expires_at, now) if row.holder is not None and not expired else "",
+                expired=expired,
+            )
+        )
+    return leases
 
 
 def _node_view(node: Node, now: datetime) -> NodeView:

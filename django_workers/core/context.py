@@ -70,6 +70,8 @@ class WorkerContext:
 
     ``cancelled`` becomes True when the pool stops; ``sleep``/``asleep`` wait interruptibly and
     return True at once when cancelled; async workers can also ``await ctx.until_cancelled()``.
+    A singleton worker also becomes cancelled when its node loses the lease; ``fence`` is then
+    the token of the lease it ran under.
     """
 
     __slots__ = (
@@ -80,6 +82,7 @@ class WorkerContext:
         "attempt",
         "execution_id",
         "extensions",
+        "fence",
         "max_attempts",
         "worker_name",
     )
@@ -94,6 +97,7 @@ class WorkerContext:
         extensions: dict[str, Any] | None = None,
         heart: _Heart | None = None,
         signal: StopSignal | None = None,
+        fence: int | None = None,
     ) -> None:
         self.worker_name = worker_name
         self.execution_id = execution_id
@@ -103,6 +107,9 @@ class WorkerContext:
         self._heart = heart
         self._signal = signal
         self._logger: WorkerLoggerAdapter | None = None
+        #: The fencing token of a singleton worker's lease (an int that grows at every change of
+        #: holder), for guarding its writes (``UPDATE … WHERE fence <= :token``); None otherwise.
+        self.fence = fence
         #: Objects that extensions attach to an attempt (the tracer provider, say).
         self.extensions: dict[str, Any] = extensions if extensions is not None else {}
 

@@ -48,10 +48,13 @@ __all__ = [
     "WorkerDeferred",
     "WorkerEvent",
     "WorkerFinished",
+    "WorkerLeaseChanged",
     "WorkerPaused",
     "WorkerRestarting",
     "WorkerSilent",
+    "WorkerStandby",
     "WorkerStopTimedOut",
+    "WorkerStuck",
     "listener_event_types",
 ]
 
@@ -206,6 +209,51 @@ class WorkerPaused(NamedTuple):
     status: WorkerStatus
 
 
+class WorkerLeaseChanged(NamedTuple):
+    """The pool was given (``fence``: its token) or lost (``fence`` None) a singleton worker's lease.
+
+    The record says ``lease acquired with fence <fence>`` or ``lease lost: <reason>``. With the
+    lease, a fresh run begins (unless an operator paused the worker); without it, a running
+    attempt is cancelled, ends as it ends at a stop, and :class:`WorkerStandby` follows.
+    """
+
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
+    fence: int | None
+    reason: str
+
+
+class WorkerStandby(NamedTuple):
+    """A singleton worker waits for its lease: no attempt runs on this node; status ``standby``."""
+
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
+
+
+class WorkerStuck(NamedTuple):
+    """A singleton worker did not return within ``timeout`` seconds of losing its lease (``stack``: where it was).
+
+    Unhealthy while its attempt runs on: another node may hold the lease by now.
+    """
+
+    worker: str
+    execution_id: str
+    attempt: int
+    max_attempts: int
+    record: WorkerExecutionEvent
+    status: WorkerStatus
+    timeout: float
+    stack: str
+
+
 class WorkerFinished(NamedTuple):
     """The worker's supervision ended (published last, in the thread or task that ran it)."""
 
@@ -228,6 +276,9 @@ ReportedEvent = (
     | WorkerStopTimedOut
     | WorkerControlled
     | WorkerPaused
+    | WorkerLeaseChanged
+    | WorkerStandby
+    | WorkerStuck
 )
 WorkerEvent = ReportedEvent | WorkerFinished
 LifecycleEvent = PoolEvent | WorkerEvent
@@ -248,6 +299,9 @@ EVENT_TYPES: tuple[type[LifecycleEvent], ...] = (
     WorkerStopTimedOut,
     WorkerControlled,
     WorkerPaused,
+    WorkerLeaseChanged,
+    WorkerStandby,
+    WorkerStuck,
     WorkerFinished,
 )
 

@@ -22,6 +22,8 @@ class WorkerStatus(enum.StrEnum):
     ERROR = "error"
     #: An operator paused the worker: no attempt runs until it is resumed (healthy).
     PAUSED = "paused"
+    #: A singleton worker on a node that does not hold its lease: no attempt runs here (healthy).
+    STANDBY = "standby"
 
 
 class WorkerExecutionEvent(NamedTuple):
@@ -102,6 +104,13 @@ class WorkerExecution:
     timed_out: bool = False
     #: True while an operator holds the worker paused (its status is ``paused`` once no attempt runs).
     paused: bool = False
+    #: True for a singleton worker (it runs only while this node holds its lease).
+    singleton: bool = False
+    #: The fencing token of the lease this node holds for a singleton worker; None when it holds none.
+    fence: int | None = None
+    #: True when a singleton worker did not return within the stop timeout after losing its lease
+    #: (it may still be running beside the new holder; unhealthy until it returns).
+    stuck: bool = False
 
     @property
     def last_traceback(self) -> str | None:

@@ -22,10 +22,13 @@ from .events import (
     PoolStopping,
     WorkerControlled,
     WorkerDeferred,
+    WorkerLeaseChanged,
     WorkerPaused,
     WorkerRestarting,
     WorkerSilent,
+    WorkerStandby,
     WorkerStopTimedOut,
+    WorkerStuck,
 )
 from .execution import Failure
 
@@ -46,6 +49,9 @@ EVENT_LEVELS: dict[type[LifecycleEvent], int] = {
     WorkerStopTimedOut: logging.ERROR,
     WorkerControlled: logging.INFO,
     WorkerPaused: logging.INFO,
+    WorkerLeaseChanged: logging.INFO,
+    WorkerStandby: logging.INFO,
+    WorkerStuck: logging.ERROR,
     PoolStarted: logging.INFO,
     PoolStopping: logging.INFO,
     PoolStopped: logging.INFO,
@@ -79,7 +85,10 @@ class LoggingListener:
             case WorkerRestarting(worker=worker, execution_id=execution_id, record=record, delay=delay):
                 extra = {"worker": worker, "workerExecutionID": execution_id}
                 log(level, "%s (in %.3f seconds)", record.message, delay, extra=extra)
-            case WorkerStopTimedOut(worker=worker, execution_id=execution_id, record=record, stack=stack):
+            case (
+                WorkerStopTimedOut(worker=worker, execution_id=execution_id, record=record, stack=stack)
+                | WorkerStuck(worker=worker, execution_id=execution_id, record=record, stack=stack)
+            ):
                 extra = {"worker": worker, "workerExecutionID": execution_id}
                 log(level, "%s; its stack:\n%s", record.message, stack.rstrip(), extra=extra)
             case WorkerSilent(worker=worker, execution_id=execution_id, record=record, restarting=restarting):
@@ -93,11 +102,16 @@ class LoggingListener:
                 | AttemptsExhausted()
                 | WorkerControlled()
                 | WorkerPaused()
+                | WorkerLeaseChanged()
+                | WorkerStandby()
             ):
                 extra = {"worker": event.worker, "workerExecutionID": event.execution_id}
                 log(level, "%s", event.record.message, extra=extra)
             case PoolStarted(workers=workers):
-                log(level, "worker pool started with %d worker(s): %s", len(workers), ", ".join(workers))
+                if workers:
+                    log(level, "worker pool started with %d worker(s): %s", len(workers), ", ".join(workers))
+                else:  # every worker paused, or a singleton standing by
+                    log(level, "worker pool started with no worker running")
             case PoolStopping(timeout=timeout):
                 log(level, "worker pool stopping (timeout %g seconds)", timeout)
             case PoolStopped(not_stopped=not_stopped) if not_stopped:

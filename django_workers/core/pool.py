@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +159,7 @@ class WorkerPool:
         restart_backoff: Backoff | None = None,
         max_silence: float | None = None,
         restart_on_silence: bool = False,
+        singleton: bool = False,
     ) -> WorkerPool:
         """Register a worker, with optional per-worker overrides of the pool's settings.
 
@@ -167,6 +168,11 @@ class WorkerPool:
         and counts as silent (unhealthy); with ``restart_on_silence`` it is also cancelled (a sync
         worker sees ``ctx.cancelled``, an async worker's task is cancelled) and ends in error,
         to be restarted like any failed attempt.
+
+        A ``singleton`` worker runs only while the pool holds a fencing token for it: it stands by
+        (status ``standby``) until :meth:`lead` gives one (``ctx.fence``), and again after
+        :meth:`stand_by`. Something else decides who holds it: in ``runworkers``, a lease in the
+        database shared by every replica (:mod:`django_workers.fleet`).
 
         Raises ``ValueError`` for a duplicate name. After ``start()`` the worker starts at once.
         Returns the pool, so calls can be chained.
@@ -179,6 +185,8 @@ class WorkerPool:
             raise TypeError(f"restart_on_silence must be a bool, got {restart_on_silence!r}")
         if restart_on_silence and silence is None:
             raise ValueError("restart_on_silence needs max_silence (the silence after which to restart)")
+        if not isinstance(singleton, bool):
+            raise TypeError(f"singleton must be a bool, got {singleton!r}")
         policy = SupervisionPolicy(
             deferred_start_threshold=self.deferred_start_threshold
             if deferred_start_threshold is None
@@ -192,6 +200,7 @@ class WorkerPool:
             history_size=self.history_size,
             max_silence=silence,
             restart_on_silence=restart_on_silence,
+            singleton=singleton,
         )
         with self._lock:
             if name in self._supervisors:
@@ -199,11 +208,15 @@ class WorkerPool:
             if self._stopping:
                 raise RuntimeError(f"cannot register worker {name!r}: the pool is stopped")
             supervisor = self._supervisors[name] = Supervisor(self._runtime, worker, name, policy)
-            launch = self._started
+            launch = self._started and not supervisor.held
             if launch:
                 self._running += 1
+            elif self._started:
+                supervisor.done = True
         if launch:  # outside the lock: listeners never run under it
             self._launch([supervisor])
+        elif self._started:
+            supervisor.stand_by()
         return self
 
     # -- reading ------------------------------------------------------------------------------
@@ -287,20 +300,74 @@ class WorkerPool:
         """
         self._control(name, RESUME, by)
 
+    def lead(self, name: str, fence: int) -> None:
+        """Let a singleton worker run, under the fencing token ``fence`` (``ctx.fence``).
+
+        A worker standing by begins a fresh run at once (before ``start()``: with the pool),
+        unless an operator paused it; one running under another fence is cancelled and runs
+        afresh under this one. ``LookupError`` for an unknown name, ``ValueError`` for a worker
+        that is not a singleton, ``RuntimeError`` once ``stop()`` was called.
+        """
+        if isinstance(fence, bool) or not isinstance(fence, int):
+            raise TypeError(f"fence must be an int, got {limits.shown(fence)}")
+        self._lease(name, fence, "")
+
+    def stand_by(self, name: str, reason: str = "") -> None:
+        """Stop a singleton worker from running here: this node no longer holds its lease.
+
+        A running attempt is cancelled (it ends as at a stop) and the worker stands by, status
+        ``standby``, until :meth:`lead`. Returns at once: the attempt may take up to its stop time
+        to return (see :meth:`mark_stuck`). ``reason`` is shown in the event (``lease lost: <reason>``).
+        """
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, got {limits.shown(reason)}")
+        self._lease(name, None, reason)
+
+    def mark_stuck(self, name: str, timeout: float) -> bool:
+        """Report a singleton that did not return within ``timeout`` seconds of :meth:`stand_by`.
+
+        Its stack is logged and it is unhealthy (``WorkerExecution.stuck``) until the attempt
+        ends. False when it had returned (nothing is reported).
+        """
+        supervisor = self._supervisor(name)
+        driver = supervisor.driver
+        stack = driver.stack(sys._current_frames()) if driver is not None else "(no stack available)\n"
+        return supervisor.mark_stuck(_seconds("timeout", timeout), stack)
+
+    def _supervisor(self, name: str) -> Supervisor:
+        with self._lock:
+            supervisor = self._supervisors.get(name)
+        if supervisor is None:
+            raise LookupError(f"execution for worker {name} was not found")
+        return supervisor
+
+    def _lease(self, name: str, fence: int | None, reason: str) -> None:
+        self._act(
+            name,
+            "change the lease of",
+            lambda supervisor, launched, active: supervisor.lease(fence, reason, launched=launched, active=active),
+        )
+
     def _control(self, name: str, action: str, by: str) -> None:
         if not isinstance(by, str):
             raise TypeError(f"by must be a str (who asked), got {limits.shown(by)}")
+        self._act(
+            name,
+            action,
+            lambda supervisor, launched, active: supervisor.request(action, by, launched=launched, active=active),
+        )
+
+    def _act(self, name: str, verb: str, decide: Callable[[Supervisor, bool, bool], bool]) -> None:
+        """Apply a control or a lease change to a worker; launch a fresh run when it says so."""
         with self._lock:
             supervisor = self._supervisors.get(name)
             if supervisor is None:
                 raise LookupError(f"execution for worker {name} was not found")
             if self._stopping:
-                raise RuntimeError(f"cannot {action} worker {name!r}: the pool is stopped")
+                raise RuntimeError(f"cannot {verb} worker {name!r}: the pool is stopped")
             # Listeners run outside the pool's lock, but the decision (and the count of running
             # workers) must not race with the end of the worker's driver: taken under it.
-            launch = supervisor.request(
-                action, by, launched=self._started, active=self._started and not supervisor.done
-            )
+            launch = decide(supervisor, self._started, self._started and not supervisor.done)
             if launch:
                 supervisor.done = False
                 self._running += 1
@@ -321,9 +388,12 @@ class WorkerPool:
             self._started = True
             self._base_context = contextvars.copy_context()
             supervisors = []
+            standing_by = []
             for supervisor in self._supervisors.values():
-                if supervisor.paused:  # paused before the start: not launched until resumed
+                if supervisor.held:  # paused, or a singleton without its lease: not launched until then
                     supervisor.done = True
+                    if not supervisor.paused:
+                        standing_by.append(supervisor)
                 else:
                     supervisors.append(supervisor)
             self._running += len(supervisors)
@@ -332,6 +402,8 @@ class WorkerPool:
                 self._launchers[supervisor] = launcher
         # Outside the lock: listeners never run under it.
         self._runtime.events.publish(PoolStarted(tuple(s.name for s in supervisors)))
+        for supervisor in standing_by:
+            supervisor.stand_by()
         self._launch(supervisors)
 
     def _launch(self, supervisors: Sequence[Supervisor], fresh: bool = False) -> None:

@@ -37,10 +37,13 @@ from .events import (
     WorkerControlled,
     WorkerDeferred,
     WorkerFinished,
+    WorkerLeaseChanged,
     WorkerPaused,
     WorkerRestarting,
     WorkerSilent,
+    WorkerStandby,
     WorkerStopTimedOut,
+    WorkerStuck,
 )
 from .execution import Failure, WorkerExecution, WorkerExecutionEvent, WorkerSilenceError, WorkerStatus
 from .loop import EventLoopThread
@@ -56,12 +59,16 @@ AttemptHook = Callable[[WorkerContext], AbstractContextManager[Any]]
 
 DEFERRED, RUNNING = WorkerStatus.DEFERRED, WorkerStatus.RUNNING
 SUCCESS, ERROR, PAUSED = WorkerStatus.SUCCESS, WorkerStatus.ERROR, WorkerStatus.PAUSED
+STANDBY = WorkerStatus.STANDBY
 
 #: What an operator can ask of a worker (:meth:`Supervisor.request`).
 RESTART, PAUSE, RESUME = "restart", "pause", "resume"
 CONTROL_ACTIONS = (RESTART, PAUSE, RESUME)
 _CONTROL_MESSAGES = {RESTART: "restart requested", PAUSE: "paused", RESUME: "resumed"}
 PAUSED_MESSAGE = "execution paused until resumed"
+#: The control of a singleton worker whose node lost (or never had) its lease.
+STAND_BY = "standby"
+STANDBY_MESSAGE = "execution standing by until this node holds the lease"
 
 
 #: Execution ids are made 256 at a time, from one os.urandom() call and with each digit position
@@ -154,6 +161,8 @@ class SupervisionPolicy:
     max_silence: float | None = None
     #: Cancel (and so restart, attempts permitting) a silent attempt.
     restart_on_silence: bool = False
+    #: Runs only while the pool is given a fence for it (:meth:`Supervisor.lease`).
+    singleton: bool = False
 
 
 class Supervisor:
@@ -187,6 +196,10 @@ class Supervisor:
         #: wait) to end: RESTART or PAUSE, else None.
         self._paused = False
         self._control: str | None = None
+        #: A singleton's fencing token while this node holds its lease (it runs only then).
+        self._fence: int | None = None
+        #: A singleton whose attempt outlived the stop timeout after its lease was lost.
+        self._stuck = False
         # -- supervision --
         #: True once supervision has ended (the worker will never run again).
         self.done = False
@@ -243,6 +256,9 @@ class Supervisor:
                 exhausted=self._exhausted,
                 timed_out=self._timed_out,
                 paused=self._paused,
+                singleton=policy.singleton,
+                fence=self._fence,
+                stuck=self._stuck and status is RUNNING,
             )
 
     # -- recording: the state changes under the lock, then the event is published -------------
@@ -302,6 +318,9 @@ class Supervisor:
             if runtime.cancel.is_set():
                 return None
             control, self._control = self._control, None
+            if control is None and policy.singleton and self._fence is None:
+                control = STAND_BY  # the lease was lost (or never held): nothing runs here
+            fence = self._fence
             if control is None:
                 self._execution_id = execution_id
                 self._id_unused = False
@@ -323,6 +342,7 @@ class Supervisor:
             runtime.extensions,
             self if policy.max_silence is not None else None,
             runtime.loop.signal if runtime.loop is not None else None,
+            fence,
         )
 
     def end_attempt(self, error: BaseException | None) -> float | None:
@@ -408,12 +428,16 @@ class Supervisor:
     def follow_control(self, control: str) -> float | None:
         """Apply a control taken from ``_control``: the delay before the next attempt, or None.
 
-        RESTART gives 0.0 (a fresh run begins at once); PAUSE records the pause and gives None.
+        RESTART gives 0.0 (a fresh run begins at once); PAUSE records the pause and STAND_BY the
+        standby, and give None.
         """
         if control == RESTART:
             self.reset_run()
             return 0.0
-        self._record_paused()
+        if control == STAND_BY:
+            self._record_standby()
+        else:
+            self._record_paused()
         return None
 
     def reset_run(self) -> None:
@@ -429,6 +453,29 @@ class Supervisor:
         record = self._record(PAUSED, PAUSED_MESSAGE)
         maximum = self.policy.max_executions_attempts
         self.runtime.events.emit(WorkerPaused, self.name, record.execution_id, self._attempt, maximum, record, PAUSED)
+
+    def _record_standby(self, if_held: bool = False) -> None:
+        """Record the standby, once; with ``if_held``, only while the worker still has no lease."""
+        with self.runtime.state_lock:
+            if self._status is STANDBY or (if_held and (self._fence is not None or self._paused)):
+                return
+            if not self._execution_id:  # a singleton without its lease at start(): the report has an id
+                self._execution_id = _new_execution_id()
+                self._id_unused = True
+            record = WorkerExecutionEvent(self._execution_id, STANDBY_MESSAGE, datetime.now(UTC))
+            self._status = STANDBY
+            self._events.append(record)
+        maximum = self.policy.max_executions_attempts
+        self.runtime.events.emit(WorkerStandby, self.name, record.execution_id, self._attempt, maximum, record, STANDBY)
+
+    def stand_by(self) -> None:
+        """Record that a singleton waits for its lease (the pool, for one it did not launch)."""
+        self._record_standby(if_held=True)
+
+    @property
+    def held(self) -> bool:
+        """True while nothing may run: an operator's pause, or a singleton without its lease."""
+        return self._paused or (self.policy.singleton and self._fence is None)
 
     def after_wake(self) -> WorkerContext | None:
         """What follows a deferral or backoff wait that ended early.
@@ -460,7 +507,7 @@ class Supervisor:
             raise ValueError(f"unknown control action {action!r}; the actions are {', '.join(CONTROL_ACTIONS)}")
         text = _CONTROL_MESSAGES[action] + (f" by {by}" if by else "")
         runtime = self.runtime
-        launch = wake = pause_now = False
+        launch = wake = pause_now = standby_now = False
         with runtime.state_lock:
             if runtime.cancel.is_set():
                 raise RuntimeError(f"cannot {action} worker {self.name!r}: the pool is stopping")
@@ -491,6 +538,8 @@ class Supervisor:
                     launch = launched
                     if not launched and self._status is PAUSED:
                         self._status = WorkerStatus.UNKNOWN
+            if launch and self.policy.singleton and self._fence is None:
+                launch, standby_now = False, True  # it runs once this node holds the lease
             if not self._execution_id:  # a pause before start(): the report has an id to show
                 self._execution_id = _new_execution_id()
                 self._id_unused = True
@@ -520,11 +569,96 @@ class Supervisor:
             self.runtime.events.emit(
                 WorkerPaused, self.name, paused.execution_id, self._attempt, maximum, paused, PAUSED
             )
+        return self._follow_up(standby_now, wake, launch)
+
+    def lease(self, fence: int | None, reason: str, *, launched: bool, active: bool) -> bool:
+        """The node took (``fence``: its token) or lost (None) the lease; True when the pool must launch.
+
+        With the lease, a worker standing by begins a fresh run (the pool launches it; before
+        ``start()``, it starts with the pool), unless an operator paused it. A running attempt of
+        an older fence is cancelled and a fresh run follows. Without the lease, a running attempt
+        is cancelled (it ends as at a stop) and the worker stands by; an idle one stands by at
+        once. ``reason`` says why it was lost (in the event). Called under the pool's lock.
+        """
+        if not self.policy.singleton:
+            raise ValueError(f"worker {self.name!r} is not a singleton: it runs without a lease")
+        runtime = self.runtime
+        launch = wake = standby_now = False
+        with runtime.state_lock:
+            if runtime.cancel.is_set():
+                raise RuntimeError(f"cannot change the lease of worker {self.name!r}: the pool is stopping")
+            if fence == self._fence:
+                return False
+            self._fence = fence
+            pending = self._control
+            if fence is not None:
+                self._stuck = False
+                if self._paused:
+                    pass  # the operator's pause stands; a resume runs it under this fence
+                elif active:  # an attempt (or wait) of another fence, or a standby not yet followed
+                    if pending != RESTART:
+                        self._control, wake = RESTART, pending is None
+                else:
+                    launch = launched
+                    if not launched and self._status is STANDBY:
+                        self._status = WorkerStatus.UNKNOWN
+            elif active:
+                if pending != PAUSE:
+                    self._control, wake = STAND_BY, pending is None
+            elif not self._paused:
+                standby_now = True
+            if not self._execution_id:
+                self._execution_id = _new_execution_id()
+                self._id_unused = True
+            if wake:
+                self.flag.set()
+            if fence is not None:
+                text = f"lease acquired with fence {fence}"
+            else:
+                text = "lease lost: " + (reason or "released")
+            record = WorkerExecutionEvent(self._execution_id, text, datetime.now(UTC))
+            self._events.append(record)
+            status = self._status
+        maximum = self.policy.max_executions_attempts
+        runtime.events.emit(
+            WorkerLeaseChanged, self.name, record.execution_id, self._attempt, maximum, record, status, fence, reason
+        )
+        return self._follow_up(standby_now, wake, launch)
+
+    def _follow_up(self, standby_now: bool, wake: bool, launch: bool) -> bool:
+        """After a control or a lease change was recorded: stand by, wake the driver, or prepare a fresh run."""
+        if standby_now:
+            self._record_standby(if_held=True)
         if wake and self.driver is not None:
             self.driver.wake()
         if launch:
             self.reset_run()
         return launch
+
+    def mark_stuck(self, timeout: float, stack: str) -> bool:
+        """Report a singleton whose attempt did not return within ``timeout`` seconds of losing its lease.
+
+        False (nothing recorded) when it returned meanwhile. Unhealthy until the attempt ends.
+        """
+        message = f"did not return within {timeout:g} seconds of losing its lease"
+        with self.runtime.state_lock:
+            if self._status is not RUNNING or self._fence is not None or self._stuck:
+                return False
+            self._stuck = True
+            record = WorkerExecutionEvent(self._execution_id, message, datetime.now(UTC))
+            self._events.append(record)
+        self.runtime.events.emit(
+            WorkerStuck,
+            self.name,
+            record.execution_id,
+            self._attempt,
+            self.policy.max_executions_attempts,
+            record,
+            RUNNING,
+            timeout,
+            stack,
+        )
+        return True
 
     def take_control(self, stopping: bool) -> str | None:
         """The pending control, consumed (the pool, when the driver ended before seeing it).

@@ -9,7 +9,8 @@ comes from :mod:`django_workers.health.rule`.
   semantics and message).
 - :func:`history_report` reads the history tables (``WORKERS["HISTORY"]``), written by the
   recorder of every ``runworkers`` process: healthy when at least one node's heartbeat is fresh
-  (compared with the database clock) and no worker on a live node has exhausted its attempts.
+  (compared with the database clock) and no worker on a live node has exhausted its attempts or
+  is a stuck singleton.
 - :func:`url_report` asks the ``/readyz`` of a ``runworkers`` process
   (:meth:`HealthReport.as_json` is what it answers).
 - :func:`workers_report` picks: the pool of this process when one was started here, else the
@@ -39,9 +40,9 @@ from django.db.models.functions import Now, RowNumber
 
 from ..core.execution import WorkerStatus
 from ..core.pool import WorkerPool
-from ..models import Execution, Node
+from ..models import Execution, LeaseRole, Node, WorkerState
 from ..settings import history_settings
-from .rule import judge, probe_message, recorded_problem
+from .rule import STUCK, judge, probe_message, recorded_problem
 
 __all__ = [
     "HealthReport",
@@ -77,7 +78,7 @@ class WorkerHealth:
     node: str = ""
     #: ``attempt/max`` of the current (or last) attempt, ``""`` when none was recorded.
     attempt: str = ""
-    #: Why it is unhealthy (``attempts exhausted``, ``silent (…)``, ``not started``), or ``""``.
+    #: Why it is unhealthy (``attempts exhausted``, ``silent (…)``, ``not started``, ``stuck (…)``), or ``""``.
     problem: str = ""
 
 
@@ -165,8 +166,10 @@ def history_report(database: str = "default", *, stale_after: float, hostname: s
     seconds by the database's clock (``Now()``, the clock that wrote it). Healthy when at least one
     node is live and no worker on a live node has exhausted its attempts (its latest attempt is in
     ``error`` and was the last one allowed, read from the ``attempt`` and ``max_attempts``
-    columns). ``hostname`` restricts the report to the nodes of one host. A database error gives
-    an ``unknown`` report, never an exception.
+    columns) or is stuck (a singleton whose state row says role ``stuck``: it did not return
+    within the stop timeout after its node lost the lease). A follower (``standby``) is healthy.
+    ``hostname`` restricts the report to the nodes of one host. A database error gives an
+    ``unknown`` report, never an exception.
     """
     where = f" on host {hostname!r}" if hostname else ""
     try:
@@ -217,6 +220,18 @@ def _read_history(database: str, stale_after: float, hostname: str | None, where
             node=labels[row.node_id],
             attempt=_attempts(row.attempt, row.max_attempts),
             problem=why,
+        )
+    # A stuck singleton: its state row says so (the attempt's row only says running).
+    stuck = WorkerState.objects.using(database).filter(node__in=list(labels), role=LeaseRole.STUCK)
+    for state in stuck.only("node_id", "worker", "status", "attempt", "max_attempts"):
+        recorded = rows.get((state.node_id, state.worker))
+        rows[(state.node_id, state.worker)] = WorkerHealth(
+            state.worker,
+            recorded.status if recorded is not None else state.status,
+            False,
+            node=labels[state.node_id],
+            attempt=recorded.attempt if recorded is not None else _attempts(state.attempt, state.max_attempts),
+            problem=STUCK,
         )
     # Grouped by node, not by label: two processes can share host:pid (pid 1 in restarted containers).
     per_node: dict[Any, list[WorkerHealth]] = {}

@@ -10,10 +10,13 @@ A worker is unhealthy when it is
 - ``unknown``: registered but not started;
 - exhausted: its last allowed attempt failed (``WorkerExecution.exhausted``), it will not run again;
 - silent: registered with ``max_silence`` and its running attempt stopped calling ``ctx.heartbeat()``;
-- in ``error`` while the pool is stopping: nothing restarts it then.
+- in ``error`` while the pool is stopping: nothing restarts it then;
+- stuck: a singleton that did not return within the stop timeout after its node lost the lease
+  (another replica may run it by now).
 
 An ``error`` between two attempts, while a restart is pending, is healthy: it is transient. A
-``paused`` worker is healthy: an operator holds it (its item says ``paused``).
+``paused`` worker is healthy: an operator holds it (its item says ``paused``); so is a singleton
+in ``standby`` (another replica holds its lease).
 Problems are facts of the snapshot (fields), never text found in its events.
 """
 
@@ -28,6 +31,7 @@ __all__ = [
     "EXHAUSTED",
     "NOT_STARTED",
     "STOPPED_IN_ERROR",
+    "STUCK",
     "ProbeResult",
     "WorkerProbe",
     "judge",
@@ -43,6 +47,8 @@ NOT_STARTED = "not started"
 EXHAUSTED = "attempts exhausted"
 #: The problem of a worker in ``error`` once the pool is stopping.
 STOPPED_IN_ERROR = "failed, and the pool is stopping"
+#: The problem of a singleton still running after its lease was lost, beyond the stop timeout.
+STUCK = "stuck (still running after losing its lease)"
 
 
 def problem(execution: WorkerExecution, stopping: bool) -> str:
@@ -55,6 +61,8 @@ def problem(execution: WorkerExecution, stopping: bool) -> str:
         return NOT_STARTED
     if status is WorkerStatus.ERROR and execution.exhausted:
         return EXHAUSTED
+    if execution.stuck:
+        return STUCK
     if execution.silent:
         return f"silent (no heartbeat for {execution.max_silence:g} seconds)"
     if status is WorkerStatus.ERROR and stopping:
@@ -86,8 +94,10 @@ def probe_message(verdicts: list[tuple[str, WorkerExecution, str]]) -> str:
 
 
 def probe_item(name: str, execution: WorkerExecution) -> str:
-    """One item of a probe message: ``name: status``, with `` (silent)`` for a silent worker."""
+    """One item of a probe message: ``name: status``, with `` (silent)`` or `` (stuck)`` when it is."""
     item = f"{name}: {execution.status.value}"
+    if execution.stuck:
+        return f"{item} (stuck)"
     return f"{item} (silent)" if execution.silent else item
 
 
@@ -103,7 +113,8 @@ class WorkerProbe:
     """Checks the health of a pool's workers (see the module doc for the rule).
 
     A pool without workers is healthy. The message lists ``name: status`` items in registration
-    order, joined by ``, ``; a silent worker's item reads ``name: running (silent)``.
+    order, joined by ``, ``; a silent worker's item reads ``name: running (silent)``, a stuck
+    singleton's ``name: running (stuck)``.
     """
 
     def __init__(self, pool: WorkerPool) -> None:

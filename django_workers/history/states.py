@@ -8,6 +8,12 @@ node's registration every registered worker gets its row, ``unknown`` until it d
 At each heartbeat the writer also corrects what events alone cannot (:meth:`StateLog.reassert`):
 rows another node marked ``lost`` while this one was only stalled, and the ``silent`` fact,
 which no event clears when a silent attempt's heartbeats resume.
+
+A singleton worker's row also says its role on the node (:class:`~django_workers.models.LeaseRole`)
+and the fence of the lease the node holds for it, from the lease events: ``follower`` until the
+node takes the lease (``leader``, with its fence), ``releasing`` once it lost it while the worker
+has not returned yet, ``stuck`` when it did not return within the stop timeout. Other workers'
+role is ``""``.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ from ..core.events import (
     ReportedEvent,
     WorkerControlled,
     WorkerDeferred,
+    WorkerLeaseChanged,
     WorkerPaused,
     WorkerSilent,
+    WorkerStandby,
+    WorkerStuck,
 )
 from ..core.text import cap
-from ..models import ExecutionStatus, WorkerState
+from ..models import ExecutionStatus, LeaseRole, WorkerState
 from .buffer import REPORTED
 from .sql import escape_nul, execute_many
 
@@ -59,6 +68,8 @@ STATE_COLUMNS: Final = (
     "exhausted",
     "silent",
     "paused",
+    "role",
+    "fence",
     "updated_at",
 )
 _UPDATED: Final = tuple(name for name in STATE_COLUMNS if name not in ("node", "worker"))
@@ -80,6 +91,10 @@ class State:
     exhausted: bool = False
     silent: bool = False
     paused: bool = False
+    #: A singleton's :class:`~django_workers.models.LeaseRole` value on this node; ``""`` for other workers.
+    role: str = ""
+    #: The fence of the lease this node holds for a singleton (leader), else None.
+    fence: int | None = None
 
     def as_row(self, node_id: uuid.UUID, now: datetime) -> tuple[Any, ...]:
         """The row's values, in :data:`STATE_COLUMNS` order."""
@@ -97,8 +112,14 @@ class State:
             self.exhausted,
             self.silent,
             self.paused,
+            self.role,
+            self.fence,
             now,
         )
+
+
+#: The roles of a singleton whose cancelled attempt has not returned yet.
+_RETURNING: Final = (LeaseRole.RELEASING.value, LeaseRole.STUCK.value)
 
 
 def _first_line(message: str) -> str:
@@ -143,15 +164,50 @@ def _apply(state: State, event: ReportedEvent) -> None:
             state.paused = state.exhausted = False
     elif status != ExecutionStatus.RUNNING:
         state.silent = False
+    if kind is WorkerLeaseChanged:
+        fence = cast(WorkerLeaseChanged, event).fence
+        if fence is not None:
+            state.role, state.fence = LeaseRole.LEADER.value, fence
+        else:
+            # Paused, nothing runs and no standby follows (the pause stands): it follows at once.
+            paused = status == ExecutionStatus.PAUSED
+            state.role = LeaseRole.FOLLOWER.value if paused else LeaseRole.RELEASING.value
+            state.fence = None
+    elif kind is WorkerStandby:
+        state.role, state.fence = LeaseRole.FOLLOWER.value, None
+    elif kind is WorkerStuck:
+        state.role, state.fence = LeaseRole.STUCK.value, None
+    elif state.role in _RETURNING and status != ExecutionStatus.RUNNING:
+        # The cancelled attempt returned: the lease is released, the node follows (a stopping pool
+        # publishes no standby, so the row does not wait for one).
+        state.role = LeaseRole.FOLLOWER.value
+
+
+def _role(execution: WorkerExecution) -> tuple[str, int | None]:
+    """A singleton's role and fence as its snapshot tells them (what the lease events would have made)."""
+    if execution.fence is not None:
+        return LeaseRole.LEADER.value, execution.fence
+    if execution.stuck:
+        return LeaseRole.STUCK.value, None
+    if execution.status.value in (ExecutionStatus.RUNNING, ExecutionStatus.DEFERRED):
+        return LeaseRole.RELEASING.value, None  # cancelled, not returned yet
+    return LeaseRole.FOLLOWER.value, None
 
 
 class StateLog:
     """The workers' states as last committed by the writer, and what a batch makes of them."""
 
-    def __init__(self, names: Callable[[], Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        names: Callable[[], Sequence[str]] | None = None,
+        executions: Callable[[], Mapping[str, WorkerExecution]] | None = None,
+    ) -> None:
         self._names = names
+        #: The pool's snapshots: which workers are singletons (their rows begin as ``follower``).
+        self._executions = executions
         self._states: dict[str, State] = {}
         self._positions: dict[str, int] = {}
+        self._singletons: frozenset[str] = frozenset()
         #: Whether every registered worker's row was written since the node was (re)registered.
         self.seeded = False
 
@@ -165,15 +221,23 @@ class StateLog:
         return position
 
     def _refresh_positions(self) -> None:
-        if self._names is None:
-            return
-        for name in self._names():
-            self._positions.setdefault(name[:255], len(self._positions))
+        if self._names is not None:
+            for name in self._names():
+                self._positions.setdefault(name[:255], len(self._positions))
+        if self._executions is not None:
+            executions = self._executions()
+            self._singletons = frozenset(name[:255] for name, execution in executions.items() if execution.singleton)
+
+    def _new_state(self, worker: str, position: int | None = None) -> State:
+        """A worker's state before any event: a singleton follows until its node takes the lease."""
+        position = self._position(worker) if position is None else position
+        role = LeaseRole.FOLLOWER.value if worker in self._singletons else ""
+        return State(worker, position, role=role)
 
     def seed(self) -> list[State]:
         """Every registered worker's state (``unknown`` when it has done nothing yet), to write whole."""
         self._refresh_positions()
-        return [self._states.get(name) or State(name, position) for name, position in self._positions.items()]
+        return [self._states.get(name) or self._new_state(name, position) for name, position in self._positions.items()]
 
     def forget(self) -> None:
         """The node row was (re)created: every row is to be written again (:meth:`seed`)."""
@@ -191,7 +255,7 @@ class StateLog:
             state = touched.get(worker)
             if state is None:
                 previous = known.get(worker)
-                state = replace(previous) if previous is not None else State(worker, self._position(worker))
+                state = self._new_state(worker) if previous is None else replace(previous)
                 touched[worker] = state
             _apply(state, reported)
         return {worker: state for worker, state in touched.items() if state != known.get(worker)}
@@ -206,6 +270,8 @@ class StateLog:
         again as this node knows them. ``executions``: the pool's snapshots, whose
         ``silent`` (computed afresh in each) replaces the state's for the attempt the state shows
         running; an attempt that heart-beats again is no longer silent, and no event says so.
+        A singleton's role and fence are corrected from its snapshot too, in case the buffer
+        dropped the lease events that changed them.
         """
         known = self._states
         changed: dict[str, State] = {}
@@ -223,6 +289,11 @@ class StateLog:
                 and str(state.execution_id) == execution.id
             ):
                 changed[worker] = replace(state, silent=execution.silent)
+                state = changed[worker]
+            if state is not None and execution.singleton:
+                role, fence = _role(execution)
+                if (state.role, state.fence) != (role, fence):
+                    changed[worker] = replace(state, role=role, fence=fence)
         return changed
 
     def commit(self, touched: dict[str, State]) -> None:

@@ -234,7 +234,7 @@ class Writer:
         self._node = node
         self._pruner = pruner
         self._attempts = AttemptLog(node.node_id)
-        self._states = StateLog(names)
+        self._states = StateLog(names, executions)
         self._executions = executions
         self._drops = _Drops(buffer, node.database, metrics)
         self._thread: threading.Thread | None = None

@@ -19,10 +19,17 @@ Yokai does: lower-cased, spaces and dashes replaced by ``_``, so ``"My-App"`` gi
 - ``workers_running{worker}`` (gauge): 1 while an attempt runs, else 0.
 - ``worker_status{worker, status}`` (gauge): 1 for the worker's current status, 0 for the others
   (:data:`STATUSES`: ``unknown``, ``deferred``, ``running``, ``success``, ``error``, ``exhausted``
-  — its last allowed attempt failed, it will not run again — and ``paused``). An alert on
+  — its last allowed attempt failed, it will not run again — ``paused``, ``standby``, a
+  singleton worker on a replica that does not hold its lease, and ``stuck``, one still running
+  after its replica lost the lease, beyond the stop timeout). An alert on
   ``worker_status{status="exhausted"} == 1`` fires for a worker that gave up.
 - ``worker_execution_duration_seconds{worker, status}`` (histogram, ``status`` ``success`` or
   ``error``): how long each attempt ran, with buckets from 10 ms to a day (:data:`DURATION_BUCKETS`).
+- ``worker_lease_leader{worker}`` (gauge): for a singleton worker, 1 while this process (the
+  replica: the scrape target's ``instance``) holds its lease, else 0; ``sum by (worker)`` over the
+  fleet is 1 when one replica leads, and an alert on ``> 1`` would show a split brain.
+- ``worker_lease_transitions_total{worker, change}`` (counter): ``change`` is ``acquired`` or
+  ``lost``; leases changing hands often point at renewals that do not get through in time.
 - ``worker_recorder_dropped_events_total`` (counter) and
   ``worker_last_heartbeat_timestamp_seconds`` (gauge, Unix time): updated by the history
   recorder through :meth:`WorkerMetrics.record_dropped` and :meth:`WorkerMetrics.set_heartbeat`.
@@ -72,8 +79,11 @@ from ..core.events import (
     ReportedEvent,
     WorkerDeferred,
     WorkerFinished,
+    WorkerLeaseChanged,
     WorkerPaused,
     WorkerRestarting,
+    WorkerStandby,
+    WorkerStuck,
 )
 from .names import metric_prefix, worker_label
 
@@ -84,7 +94,17 @@ __all__ = ["DURATION_BUCKETS", "EXECUTIONS_HELP", "STATUSES", "WorkerMetrics", "
 
 #: The values of the ``status`` label of ``worker_status``: the statuses of
 #: :class:`~django_workers.WorkerStatus`, with ``exhausted`` for an ``error`` that is final.
-STATUSES: tuple[str, ...] = ("unknown", "deferred", "running", "success", "error", "exhausted", "paused")
+STATUSES: tuple[str, ...] = (
+    "unknown",
+    "deferred",
+    "running",
+    "success",
+    "error",
+    "exhausted",
+    "paused",
+    "standby",
+    "stuck",
+)
 
 #: Histogram buckets (seconds) of attempt durations: workers run from milliseconds to days.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -116,7 +136,10 @@ class _Series:
         "duration_error",
         "duration_success",
         "error",
+        "label",
+        "leader",
         "lock",
+        "metrics",
         "restarted",
         "running",
         "started",
@@ -134,11 +157,22 @@ class _Series:
         self.running = metrics._running.labels(label)
         self.duration_success = metrics._duration.labels(label, "success")
         self.duration_error = metrics._duration.labels(label, "error")
+        #: Created for a singleton worker only (its first lease event), so others have no such series.
+        self.leader: Any = None
+        self.label = label
+        self.metrics = metrics
         self.statuses = {status: metrics._status.labels(label, status) for status in STATUSES}
         self.statuses["unknown"].set(1)
         self.status = "unknown"
         #: A control publishes from the requester's thread: one status at 1, whoever publishes.
         self.lock = threading.Lock()
+
+    def set_leader(self, value: int | None) -> None:
+        """Set the lease gauge (created at 0 on first use); None only creates it."""
+        if self.leader is None:
+            self.leader = self.metrics._leader.labels(self.label)
+        if value is not None:
+            self.leader.set(value)
 
     def set_status(self, status: str) -> None:
         with self.lock:
@@ -200,6 +234,23 @@ class WorkerMetrics:
             subsystem=sub,
             registry=None,
         )
+        self._leader = Gauge(
+            "worker_lease_leader",
+            "1 while this process holds the lease of the singleton worker, else 0.",
+            ("worker",),
+            multiprocess_mode="livesum",
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
+        self._transitions = Counter(
+            "worker_lease_transitions",
+            "Changes of this process's hold on the lease of a singleton worker (acquired, lost).",
+            ("worker", "change"),
+            namespace=ns,
+            subsystem=sub,
+            registry=None,
+        )
         self._dropped = Counter(
             "worker_recorder_dropped_events",
             "Lifecycle events the execution history recorder dropped instead of storing them.",
@@ -221,7 +272,16 @@ class WorkerMetrics:
     @property
     def collectors(self) -> tuple[Collector, ...]:
         """The prometheus_client metrics, in the order they are registered."""
-        return (self._executions, self._running, self._status, self._duration, self._dropped, self._heartbeat)
+        return (
+            self._executions,
+            self._running,
+            self._status,
+            self._duration,
+            self._leader,
+            self._transitions,
+            self._dropped,
+            self._heartbeat,
+        )
 
     # -- registries -----------------------------------------------------------------------------
 
@@ -306,6 +366,19 @@ class WorkerMetrics:
         # Exhausted: the error is final; paused: held by an operator.
         self._of(event.worker).set_status("exhausted" if type(event) is AttemptsExhausted else event.status.value)
 
+    def _lease_changed(self, event: WorkerLeaseChanged) -> None:
+        acquired = event.fence is not None
+        self._of(event.worker).set_leader(1 if acquired else 0)
+        self._transitions.labels(worker_label(event.worker), "acquired" if acquired else "lost").inc()
+
+    def _standby(self, event: WorkerStandby) -> None:
+        series = self._of(event.worker)
+        series.set_status("standby")
+        series.set_leader(None)  # a singleton standing by from the start: its gauge exists, at 0
+
+    def _stuck(self, event: WorkerStuck) -> None:
+        self._of(event.worker).set_status("stuck")
+
     def _restarting(self, event: WorkerRestarting) -> None:
         self._of(event.worker).restarted.inc()
 
@@ -351,5 +424,8 @@ _HANDLERS: dict[type, Callable[[WorkerMetrics, Any], None]] = {
     WorkerFinished: WorkerMetrics._finished,
     AttemptsExhausted: WorkerMetrics._status_event,
     WorkerPaused: WorkerMetrics._status_event,
+    WorkerStandby: WorkerMetrics._standby,
+    WorkerLeaseChanged: WorkerMetrics._lease_changed,
+    WorkerStuck: WorkerMetrics._stuck,
 }
 WorkerMetrics.event_types = frozenset(_HANDLERS)

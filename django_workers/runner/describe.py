@@ -52,13 +52,22 @@ def describe_worker(
     if spec is not None and spec.restart_backoff is not None:
         backoff = spec.restart_backoff
     deferral = execution.deferred_start_threshold
-    return [
+    described = [
         ("class", spec.path if spec is not None else "?"),
         ("attempts", _describe_attempts(execution.max_executions_attempts)),
         ("deferred start", seconds(deferral) if deferral else "none"),
         ("restart backoff", _describe_backoff(backoff)),
         ("options", safe_repr(dict(spec.options), 1000) if spec is not None else "{}"),
     ]
+    if execution.singleton:
+        fleet = workers_settings.fleet
+        described.append(
+            (
+                "singleton",
+                f"on one replica at a time (lease of {seconds(fleet.lease_ttl)}, renewed every {seconds(fleet.renew)})",
+            )
+        )
+    return described
 
 
 def listing(workers_settings: WorkersSettings, pool: WorkerPool) -> list[str]:
@@ -98,7 +107,7 @@ def log_startup(workers_settings: WorkersSettings, pool: WorkerPool) -> None:
 def log_idle(finished: Mapping[str, WorkerStatus]) -> None:
     """Every worker has finished on its own (or is paused): WARNING when any ended in error (else INFO)."""
     statuses = ", ".join(f"{name}: {status}" for name, status in finished.items())
-    fine = (WorkerStatus.SUCCESS, WorkerStatus.PAUSED)
+    fine = (WorkerStatus.SUCCESS, WorkerStatus.PAUSED, WorkerStatus.STANDBY)
     level = logging.WARNING if any(status not in fine for status in finished.values()) else logging.INFO
     logger.log(
         level,

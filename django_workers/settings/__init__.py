@@ -27,6 +27,7 @@ from .ids import E_CHECK_CRASHED
 from .types import (
     ORPHAN_GRACE_HEARTBEATS,
     SETTING,
+    FleetSettings,
     HealthSettings,
     HistorySettings,
     MetricsSettings,
@@ -34,13 +35,14 @@ from .types import (
     WorkerSpec,
     WorkersSettings,
 )
-from .validation import parse_history, parse_settings
+from .validation import lease_timing, parse_history, parse_settings
 from .workers import MISSING, select_workers
 
 __all__ = [
     "E_CHECK_CRASHED",
     "ORPHAN_GRACE_HEARTBEATS",
     "SETTING",
+    "FleetSettings",
     "HealthSettings",
     "HistorySettings",
     "MetricsSettings",
@@ -49,6 +51,7 @@ __all__ = [
     "WorkerSpec",
     "WorkersSettings",
     "history_settings",
+    "lease_timing",
     "load_settings",
     "select_workers",
     "validate_settings",

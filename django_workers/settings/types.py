@@ -18,6 +18,7 @@ from ..core.worker import Worker
 __all__ = [
     "ORPHAN_GRACE_HEARTBEATS",
     "SETTING",
+    "FleetSettings",
     "HealthSettings",
     "HistorySettings",
     "MetricsSettings",
@@ -98,6 +99,59 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """``WORKERS["FLEET"]``: the leases that run each singleton worker on one replica at a time.
+
+    The holder of a lease trusts its own monotonic clock, from the start of its last successful
+    renewal: when renewing keeps failing, it cancels its singleton worker :meth:`cancel_after`
+    seconds after that start (``LEASE_TTL - MARGIN - STOP_TIMEOUT``), so that the worker, given
+    up to ``STOP_TIMEOUT`` to return, is gone before the lease can expire and another replica
+    take it. The settings are valid when that leaves time to retry a renewal
+    (:meth:`stops_in_time`).
+    """
+
+    #: Seconds a lease lasts after each acquisition or renewal (by the database's clock): how long
+    #: a replica that dies holding one keeps the others from taking over.
+    lease_ttl: float = 60.0
+    #: Seconds between two renewals of a held lease; ``None``: a third of the TTL (see :attr:`renew`).
+    renew_interval: float | None = None
+    #: Seconds the holder subtracts from the TTL for clock-rate differences and statement latency.
+    margin: float = 1.0
+    #: The database alias holding the lease table (a key of ``settings.DATABASES``).
+    database: str = "default"
+
+    @property
+    def renew(self) -> float:
+        """Seconds between two renewals: ``renew_interval`` when set, else a third of ``lease_ttl``."""
+        if self.renew_interval is not None:
+            return self.renew_interval
+        return self.lease_ttl / 3
+
+    def cancel_after(self, stop_timeout: float) -> float:
+        """Seconds after the start of its last successful renewal at which a holder cancels its worker.
+
+        ``LEASE_TTL - MARGIN - STOP_TIMEOUT``: a worker given ``stop_timeout`` seconds to return
+        after it is cancelled is gone ``MARGIN`` seconds before the lease can expire.
+        """
+        return self.lease_ttl - self.margin - stop_timeout
+
+    def minimum_ttl(self, stop_timeout: float) -> float:
+        """The bound ``lease_ttl`` must exceed for ``stop_timeout``, with the other values unchanged.
+
+        A holder must retry at least one renewal before it cancels its worker:
+        ``LEASE_TTL > renew + MARGIN + STOP_TIMEOUT``. With ``renew_interval`` unset the renewal
+        interval is a third of the TTL, so the bound is ``1.5 * (MARGIN + STOP_TIMEOUT)``.
+        """
+        if self.renew_interval is not None:
+            return self.renew_interval + self.margin + stop_timeout
+        return 1.5 * (self.margin + stop_timeout)
+
+    def stops_in_time(self, stop_timeout: float) -> bool:
+        """Whether ``lease_ttl`` exceeds :meth:`minimum_ttl` (``stop_timeout``: ``STOP_TIMEOUT``, or its override)."""
+        return self.lease_ttl > self.minimum_ttl(stop_timeout)
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     """One validated entry of ``WORKERS["WORKERS"]``.
 
@@ -115,6 +169,8 @@ class WorkerSpec:
     max_silence: float | None = None
     #: Cancel (and restart, attempts permitting) a silent attempt.
     restart_on_silence: bool = False
+    #: Run on one replica at a time, on a lease (see :class:`FleetSettings`, ``WORKERS["FLEET"]``).
+    singleton: bool = False
 
     def instantiate(self) -> Worker:
         """A new instance of the worker class, with ``OPTIONS`` as keyword arguments."""
@@ -134,6 +190,7 @@ class WorkersSettings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     workers: tuple[WorkerSpec, ...] = ()
 
     def worker_names(self) -> list[str]:

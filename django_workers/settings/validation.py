@@ -7,12 +7,14 @@ checks report the messages; :func:`django_workers.settings.load_settings` raises
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from ..observability.names import metric_prefix
 from . import values as ranges
 from .ids import (
+    E_LEASE_TOO_SHORT,
     E_NOT_A_DICT,
     E_OUT_OF_RANGE,
     E_TRACER_PROVIDER_NOT_CALLABLE,
@@ -27,6 +29,7 @@ from .ids import (
 from .imports import import_module_of, importable
 from .types import (
     SETTING,
+    FleetSettings,
     HealthSettings,
     HistorySettings,
     MetricsSettings,
@@ -54,6 +57,8 @@ from .workers import MISSING, parse_workers
 
 __all__ = [
     "TOP_KEYS",
+    "lease_timing",
+    "parse_fleet",
     "parse_health",
     "parse_history",
     "parse_metrics",
@@ -71,6 +76,7 @@ TOP_KEYS = (
     "METRICS",
     "TRACING",
     "HEALTH",
+    "FLEET",
     "WORKERS",
 )
 HISTORY_KEYS = (
@@ -85,6 +91,7 @@ HISTORY_KEYS = (
 METRICS_KEYS = ("ENABLED", "NAMESPACE", "SUBSYSTEM", "PORT", "ADDRESS")
 TRACING_KEYS = ("ENABLED", "PROVIDER")
 HEALTH_KEYS = ("PORT", "ADDRESS")
+FLEET_KEYS = ("LEASE_TTL", "RENEW_INTERVAL", "MARGIN", "DATABASE")
 
 _DEFAULTS = WorkersSettings()
 
@@ -142,6 +149,13 @@ def parse_settings(raw: object, databases: object) -> tuple[WorkersSettings | No
     )
     pool_backoff = parsed.get("restart_backoff") or _DEFAULTS.restart_backoff
     take("workers", parse_workers(top.get("WORKERS", MISSING), pool_backoff))
+    singletons = any(spec.singleton for spec in parsed["workers"])
+    if "FLEET" in top or singletons:
+        # Without singletons the leases are unused: a project that leaves FLEET out is not checked.
+        take("fleet", parse_fleet(top.get("FLEET", {}), databases, singletons=singletons))
+        stop_timeout = parsed.get("stop_timeout", _DEFAULTS.stop_timeout)
+        if parsed["fleet"] is not None and stop_timeout is not None:
+            messages += lease_timing(parsed["fleet"], stop_timeout)
     if _serious(messages):
         return None, messages
     return WorkersSettings(**parsed), messages
@@ -169,16 +183,10 @@ def parse_history(value: object, databases: object) -> tuple[HistorySettings | N
         take("RETENTION_DAYS", count(("HISTORY", "RETENTION_DAYS"), given["RETENTION_DAYS"], ranges.RETENTION_DAYS))
     database = parsed.get("database", default.database)
     enabled = parsed.get("enabled", default.enabled)
-    if (
-        database is not None
-        and (enabled or "DATABASE" in given)
-        and isinstance(databases, Mapping)
-        and database not in databases
-    ):
-        aliases = ", ".join(repr(alias) for alias in databases) or "none"
-        msg = f"{where('HISTORY', 'DATABASE')} is {database!r}, which is not a key of settings.DATABASES."
-        hint = f"Use one of the configured database aliases ({aliases}), or add {database!r} to DATABASES."
-        return None, [*messages, error(E_UNKNOWN_DATABASE, msg, hint)]
+    if database is not None and (enabled or "DATABASE" in given):
+        found = _unknown_database("HISTORY", database, databases)
+        if found:
+            return None, [*messages, *found]
     if "HEARTBEAT_INTERVAL" in given:
         take("HEARTBEAT_INTERVAL", _heartbeat_interval(given["HEARTBEAT_INTERVAL"]))
     for key, limits in (("BUFFER_SIZE", ranges.BUFFER_SIZE), ("BATCH_SIZE", ranges.BATCH_SIZE)):
@@ -192,6 +200,16 @@ def parse_history(value: object, databases: object) -> tuple[HistorySettings | N
     if _serious(messages):
         return None, messages
     return HistorySettings(**parsed), messages
+
+
+def _unknown_database(name: str, alias: str, databases: object) -> Messages:
+    """E004 when ``alias`` (``WORKERS[name]["DATABASE"]``) is not a key of ``settings.DATABASES``."""
+    if not isinstance(databases, Mapping) or alias in databases:
+        return []
+    aliases = ", ".join(repr(known) for known in databases) or "none"
+    msg = f"{where(name, 'DATABASE')} is {alias!r}, which is not a key of settings.DATABASES."
+    hint = f"Use one of the configured database aliases ({aliases}), or add {alias!r} to DATABASES."
+    return [error(E_UNKNOWN_DATABASE, msg, hint)]
 
 
 def _heartbeat_interval(value: object) -> tuple[float | None, Messages]:
@@ -227,6 +245,81 @@ def _orphan_grace(grace: float, heartbeat: float) -> Messages:
         )
         return [warning(W_SHORT_ORPHAN_GRACE, msg, "Use at least 2 (by default 3) heartbeat intervals.")]
     return []
+
+
+# -- FLEET -------------------------------------------------------------------------------------------
+
+
+def parse_fleet(value: object, databases: object, *, singletons: bool = False) -> tuple[FleetSettings | None, Messages]:
+    """``WORKERS["FLEET"]``: the leases of the singleton workers.
+
+    ``DATABASE`` is checked when it is given or when a worker is a singleton (``singletons``).
+    Its timing against ``STOP_TIMEOUT`` is :func:`lease_timing`'s business.
+    """
+    example = "'FLEET': {'LEASE_TTL': 60, 'RENEW_INTERVAL': 20, 'MARGIN': 1, 'DATABASE': 'default'}"
+    given, messages = section(("FLEET",), value, FLEET_KEYS, example)
+    default = FleetSettings()
+    parsed: dict[str, Any] = {}
+
+    def take(key: str, result: tuple[Any, Messages]) -> None:
+        parsed[key.lower()], found = result
+        messages.extend(found)
+
+    if "LEASE_TTL" in given:
+        take("LEASE_TTL", seconds(("FLEET", "LEASE_TTL"), given["LEASE_TTL"], ranges.LEASE_TTL))
+    if given.get("RENEW_INTERVAL") is not None:
+        take("RENEW_INTERVAL", seconds(("FLEET", "RENEW_INTERVAL"), given["RENEW_INTERVAL"], ranges.RENEW_INTERVAL))
+    if "MARGIN" in given:
+        take("MARGIN", seconds(("FLEET", "MARGIN"), given["MARGIN"], ranges.LEASE_MARGIN))
+    if "DATABASE" in given:
+        take("DATABASE", text(("FLEET", "DATABASE"), given["DATABASE"], "'DATABASE': 'default'"))
+    database = parsed.get("database", default.database)
+    if database is not None and ("DATABASE" in given or singletons):
+        messages += _unknown_database("FLEET", database, databases)
+    ttl = parsed.get("lease_ttl", default.lease_ttl)
+    renew = parsed.get("renew_interval")
+    if ttl is not None and renew is not None and renew >= ttl:
+        msg = f"{where('FLEET', 'RENEW_INTERVAL')} ({renew:g} s) must be shorter than LEASE_TTL ({ttl:g} s)."
+        hint = (
+            "The holder renews its lease every RENEW_INTERVAL seconds: use a fraction of LEASE_TTL "
+            "(a third when RENEW_INTERVAL is None, the default)."
+        )
+        messages.append(error(E_OUT_OF_RANGE, msg, hint))
+    if _serious(messages):
+        return None, messages
+    return FleetSettings(**parsed), messages
+
+
+def lease_timing(fleet: FleetSettings, stop_timeout: float) -> Messages:
+    """E021 unless a holder can retry a renewal before it cancels its singleton worker.
+
+    A holder whose renewals fail cancels its worker ``LEASE_TTL - MARGIN - STOP_TIMEOUT`` seconds
+    after the start of its last successful renewal (the worker is then gone before the lease can
+    expire): that must be later than its next renewal, ``LEASE_TTL > renew + MARGIN + STOP_TIMEOUT``
+    (:meth:`FleetSettings.minimum_ttl`). ``stop_timeout``: ``STOP_TIMEOUT``, or what overrides it.
+    """
+    if fleet.stops_in_time(stop_timeout):
+        return []
+    numbers = f"{fleet.renew:g} + {fleet.margin:g} + {stop_timeout:g} = {fleet.renew + fleet.margin + stop_timeout:g}"
+    unset = "; RENEW_INTERVAL is unset: a third of LEASE_TTL" if fleet.renew_interval is None else ""
+    msg = (
+        f"{where('FLEET', 'LEASE_TTL')} is {fleet.lease_ttl:g} seconds, which is not more than "
+        f"RENEW_INTERVAL + MARGIN + STOP_TIMEOUT ({numbers} seconds{unset}): a holder whose renewals fail "
+        f"cancels its singleton worker LEASE_TTL - MARGIN - STOP_TIMEOUT ({fleet.cancel_after(stop_timeout):g}) "
+        "seconds after the start of its last renewal, so that the worker is gone before the lease can expire, "
+        "and that leaves no time to retry a renewal."
+    )
+    shortest = math.floor(fleet.minimum_ttl(stop_timeout)) + 1
+    if shortest <= ranges.LEASE_TTL.high:
+        hint = (
+            f"Set {where('FLEET', 'LEASE_TTL')} to at least {shortest} seconds, or lower "
+            "STOP_TIMEOUT/RENEW_INTERVAL/MARGIN."
+        )
+    else:
+        hint = f"Lower STOP_TIMEOUT/RENEW_INTERVAL/MARGIN: LEASE_TTL would have to be {shortest} seconds or more."
+    if fleet.renew_interval is None:
+        hint += " With RENEW_INTERVAL unset, renewals stay a third of LEASE_TTL apart."
+    return [error(E_LEASE_TOO_SHORT, msg, hint)]
 
 
 # -- METRICS, TRACING, HEALTH ----------------------------------------------------------------------

@@ -33,10 +33,13 @@ __all__ = [
     "HEARTBEAT_INTERVAL",
     "HEARTBEAT_WARNING_BELOW",
     "HISTORY_SIZE",
+    "LEASE_MARGIN",
+    "LEASE_TTL",
     "MAX_SILENCE",
     "ORPHAN_GRACE",
     "PRUNE_BATCH_SIZE",
     "PRUNE_OLDER_THAN",
+    "RENEW_INTERVAL",
     "RETENTION_DAYS",
     "STOP_TIMEOUT",
     "Messages",
@@ -180,6 +183,32 @@ BUFFER_SIZE: Final = Range(
     meaning="It is how many events wait in memory while the database is unreachable (default 1000).",
 )
 BATCH_SIZE: Final = Range(1, 10_000, meaning="It is how many events are written per transaction (default 1000).")
+LEASE_TTL: Final = Range(
+    0,
+    engine.MAX_WAIT,
+    "seconds",
+    low_open=True,
+    high_note="a day",
+    meaning="It is how long a lease lasts after each renewal: how long a dead holder keeps the others "
+    "from taking over (default 60).",
+)
+RENEW_INTERVAL: Final = Range(
+    0,
+    engine.MAX_WAIT,
+    "seconds",
+    low_open=True,
+    high_note="a day",
+    meaning="It is how often the holder renews its lease, less than LEASE_TTL (default: a third of it), or None.",
+)
+LEASE_MARGIN: Final = Range(
+    0,
+    engine.MAX_WAIT,
+    "seconds",
+    low_open=True,
+    high_note="a day",
+    meaning="It is what the holder subtracts from LEASE_TTL for clock-rate differences and statement latency "
+    "(default 1).",
+)
 #: ``pruneworkerhistory --older-than`` (0: everything) and ``--batch-size``.
 PRUNE_OLDER_THAN: Final = Range(0, RETENTION_DAYS.high, "days", high_note="a century")
 PRUNE_BATCH_SIZE: Final = Range(1, 10_000)

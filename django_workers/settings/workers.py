@@ -70,6 +70,7 @@ ENTRY_KEYS = (
     "RESTART_BACKOFF",
     "MAX_SILENCE",
     "RESTART_ON_SILENCE",
+    "SINGLETON",
 )
 
 #: Marks a key that is absent (None is a value).
@@ -179,6 +180,7 @@ def _dict_entry(
         "RESTART_BACKOFF": lambda k, v: backoff(k, v, pool_backoff),
         "MAX_SILENCE": lambda k, v: seconds(k, v, positive=True),
         "RESTART_ON_SILENCE": boolean,
+        "SINGLETON": boolean,
     }
     for key, parse in parsers.items():
         if given.get(key) is not None:

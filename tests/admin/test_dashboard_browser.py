@@ -1,8 +1,9 @@
 """The overview page in a real browser (Playwright driving Debian's Chromium, headless), light and dark.
 
 Logs in as an operator, opens the overview from the admin index, reads a timeline bucket's
-tooltip, checks that what workers produced is text (no dialog fires), that the page stays
-legible in the dark theme, and presses Restart (the request is recorded and the page comes back).
+tooltip, checks that what workers produced is text (no dialog fires), that a singleton's roles
+and the leases table show, that the page stays legible in the dark theme, and presses Restart
+(the request is recorded and the page comes back).
 Screenshots: ``/tmp/h2-overview-light.png`` and ``/tmp/h2-overview-dark.png``.
 
 Never downloads a browser: ``/usr/bin/chromium`` or a skip.
@@ -16,14 +17,15 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db.models.functions import Now
 from django.test import override_settings
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
 from django_workers.history.tallies import period_start
-from django_workers.models import ControlRequest, ExecutionStatus, ExecutionTally, Node, WorkerState
+from django_workers.models import ControlRequest, ExecutionStatus, ExecutionTally, Lease, LeaseRole, Node, WorkerState
 from tests.admin.conftest import XSS
-from tests.admin.test_admin_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.admin.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, assert_readable
 
 SHOTS = Path("/tmp")
 
@@ -34,7 +36,11 @@ pytestmark = [
 
 
 def make_console() -> None:
-    """Two live nodes and a stale one, five workers in every state the page orders, a day of tallies."""
+    """Two live nodes and a stale one, workers in every state the page orders, a day of tallies.
+
+    And a singleton (ledger.Reconciler) led by web-1 and followed by web-2, with its lease, an
+    expired lease of the stale node and a free one.
+    """
     now = timezone.now()
     web1 = Node.objects.create(
         hostname="web-1",
@@ -42,7 +48,7 @@ def make_console() -> None:
         started_at=now - timedelta(hours=26),
         last_heartbeat=now,
         version="0.4.0",
-        workers=["billing.Sync", "mail.Sender", f"report{XSS}", "outbox.Relay"],
+        workers=["billing.Sync", "mail.Sender", f"report{XSS}", "outbox.Relay", "ledger.Reconciler"],
     )
     web2 = Node.objects.create(
         hostname="web-2",
@@ -50,7 +56,7 @@ def make_console() -> None:
         started_at=now - timedelta(hours=3),
         last_heartbeat=now,
         version="0.4.0",
-        workers=["mail.Sender", "feed.Poller"],
+        workers=["mail.Sender", "feed.Poller", "ledger.Reconciler"],
     )
     gone = Node.objects.create(
         hostname="web-3",
@@ -103,6 +109,23 @@ def make_console() -> None:
     state(web1, "outbox.Relay", 3, status=ExecutionStatus.PAUSED, paused=True, since=now - timedelta(minutes=3))
     state(gone, "outbox.Relay", 0)
     state(web2, "feed.Poller", 1, silent=True, since=now - timedelta(hours=1, minutes=2))
+    state(web1, "ledger.Reconciler", 4, role=LeaseRole.LEADER, fence=42, since=now - timedelta(hours=2, minutes=5))
+    state(
+        web2,
+        "ledger.Reconciler",
+        2,
+        status=ExecutionStatus.STANDBY,
+        role=LeaseRole.FOLLOWER,
+        since=now - timedelta(hours=2, minutes=5),
+    )
+    # Leases, their times by the database's clock: held by web-1, expired (the stale web-3), free.
+    for name, holder, fence, expires, since in (
+        ("ledger.Reconciler", web1.pk, 42, timedelta(seconds=11), timedelta(hours=2, minutes=5)),
+        ("nightly.Export", gone.pk, 7, timedelta(minutes=-19), timedelta(hours=4)),
+        ("cache.Warmer", None, 3, timedelta(hours=-3), timedelta(hours=6)),
+    ):
+        Lease.objects.create(name=name, holder=holder, fence=fence, expires_at=now)
+        Lease.objects.filter(name=name).update(expires_at=Now() + expires, since=Now() - since)
 
     tallies: dict[tuple[Node, str, object], list[int]] = {}
 
@@ -132,6 +155,8 @@ def make_console() -> None:
     add(web1, "outbox.Relay", 9, started=3, succeeded=3)
     add(web2, "feed.Poller", 1.1, started=1)
     add(web1, f"report{XSS}", 2.2, started=2, failed=2, restarted=1)
+    for hour in range(3):
+        add(web1, "ledger.Reconciler", hour + 0.2, started=1, succeeded=1)
     ExecutionTally.objects.bulk_create(
         ExecutionTally(
             node=node,
@@ -186,9 +211,15 @@ def test_the_overview_in_a_real_browser(live_server, tmp_path: Path) -> None:
             names = page.locator("section.dw-worker h3.dw-worker-name").all_inner_texts()
             # outbox.Relay is paused on the alive node: its row on the stale node (lost) does not make
             # the worker failing.
-            assert names == ["billing.Sync", "feed.Poller", f"report{XSS}", "mail.Sender", "outbox.Relay"], (
-                f"{names} (see {path})"
-            )
+            expected = [
+                "billing.Sync",
+                "feed.Poller",
+                f"report{XSS}",
+                "ledger.Reconciler",
+                "mail.Sender",
+                "outbox.Relay",
+            ]
+            assert names == expected, f"{names} (see {path})"
             # The timeline: 96 buckets; a failing quarter hour's tooltip gives its counts and period.
             billing = page.locator('section.dw-worker[data-worker="billing.Sync"]')
             assert billing.locator("rect.dw-bucket").count() == 96, f"see {path}"
@@ -202,6 +233,25 @@ def test_the_overview_in_a_real_browser(live_server, tmp_path: Path) -> None:
             assert page.locator("script", has_text="alert(1)").count() == 0, f"see {path}"
             assert page.get_by_text(f"Exception: {XSS}").is_visible(), f"see {path}"
 
+            # The singleton: its role on each node, and the leases.
+            ledger = page.locator('section.dw-worker[data-worker="ledger.Reconciler"]')
+            roles = ledger.locator("td.dw-role .dw-badge").all_inner_texts()
+            assert roles == ["leader", "follower"], f"{roles} (see {path})"
+            assert ledger.locator("td.dw-role .dw-fence").inner_text() == "fence 42", f"see {path}"
+            leader = ledger.locator(".dw-role-leader").evaluate("e => getComputedStyle(e).backgroundColor")
+            assert leader == "rgb(46, 125, 50)", f"{leader} (see {path})"
+            leases = page.locator("table.dw-leases tbody tr")
+            assert leases.locator("td.dw-lease-name").all_inner_texts() == [
+                "cache.Warmer",
+                "ledger.Reconciler",
+                "nightly.Export",
+            ], f"see {path}"
+            assert leases.nth(0).locator(".dw-lease-free").inner_text() == "free", f"see {path}"
+            assert leases.nth(1).locator("td.dw-holder a").inner_text() == "web-1:4242", f"see {path}"
+            assert leases.nth(1).locator("td.dw-expires time").inner_text().startswith("in "), f"see {path}"
+            assert leases.nth(2).locator(".dw-lease-expired").inner_text() == "expired", f"see {path}"
+            assert leases.nth(2).locator("td.dw-holder").inner_text() == "web-3:77", f"see {path}"
+
             # The dark theme: text and empty buckets stay visible against the background.
             page.emulate_media(color_scheme="dark")
             page.reload()
@@ -212,6 +262,8 @@ def test_the_overview_in_a_real_browser(live_server, tmp_path: Path) -> None:
             empty = page.locator("rect.dw-bucket-empty").first.evaluate("e => getComputedStyle(e).fill")
             assert name_colour == "rgb(255, 255, 255)", f"{name_colour} (see {path})"
             assert empty not in (background, "rgb(0, 0, 0)"), f"{empty} (see {path})"
+            for text in ("table.dw-leases td.dw-lease-name", "td.dw-role .dw-fence", "table.dw-leases td.dw-fence"):
+                assert_readable(page.locator(text).first, path)
 
             # Restart from the page: the request is recorded, and the page comes back.
             page.emulate_media(color_scheme="light")

@@ -324,3 +324,36 @@ def test_parse_port() -> None:
     assert parse_port(65535, "x") == 65535
     with pytest.raises(ValueError, match=r"^--health-port must be .*, got 'http'$"):
         parse_port("http", "--health-port")
+
+
+def test_readyz_is_200_for_a_follower_and_503_for_a_stuck_singleton() -> None:
+    gate = threading.Event()
+    began = threading.Event()
+
+    def stubborn(ctx: WorkerContext) -> None:
+        began.set()
+        gate.wait(30)  # ignores the loss of its lease
+
+    pool = WorkerPool(restart_backoff=Backoff(initial=0))
+    pool.register(FnWorker("relay", stubborn), singleton=True)
+    server = HttpServer(0, health=True)
+    server.start(pool)
+    pool.start()
+    try:
+        status, body = get_json(url(server, "/readyz"))
+        assert (status, body["message"]) == (200, "relay: standby"), "another replica holds the lease: healthy"
+        pool.lead("relay", 3)
+        assert began.wait(5)
+        pool.stand_by("relay", "another node holds it")
+        assert pool.mark_stuck("relay", 1.0)
+        status, body = get_json(url(server, "/readyz"))
+        assert status == 503
+        assert body["failing"] == {"relay": "stuck (still running after losing its lease)"}
+        assert body["message"] == "relay: running (stuck)"
+        gate.set()
+        wait_for(lambda: pool.execution("relay").status == "standby")
+        assert get_json(url(server, "/readyz"))[0] == 200
+    finally:
+        gate.set()
+        pool.stop(5.0)
+        server.stop(5.0)

@@ -51,6 +51,7 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
     ("W001", top(max_executions_attempts=2), ("did you mean 'MAX_EXECUTIONS_ATTEMPTS'?",)),
     ("W001", top(RESTART_BACKOFF={"INITAL": 1.0}), ("WORKERS['RESTART_BACKOFF']", "did you mean 'INITIAL'?")),
     ("W001", top(HISTORY={"ENABLE": False}), ("WORKERS['HISTORY']", "did you mean 'ENABLED'?")),
+    ("W001", top(FLEET={"LEASE_TIL": 60}), ("WORKERS['FLEET']", "did you mean 'LEASE_TTL'?")),
     ("W001", entry(OPTION={}), ("WORKERS['WORKERS'][0]", "did you mean 'OPTIONS'?")),
     ("W001", top(QUEUE_BROKER_URL="amqp://"), ("unknown key 'QUEUE_BROKER_URL'",)),
     # E002: wrong types (a bool is not a number)
@@ -71,6 +72,8 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
     ("E002", entry(OPTIONS=[("batch_size", 5)]), ("WORKERS['WORKERS'][0]['OPTIONS'] must be a dict",)),
     ("E002", {"WORKERS": [{"CLASS": 42}]}, ("WORKERS['WORKERS'][0]['CLASS'] must be a dotted path",)),
     ("E002", entry(MAX_EXECUTIONS_ATTEMPTS="4"), ("WORKERS['WORKERS'][0]['MAX_EXECUTIONS_ATTEMPTS'] must be an int",)),
+    ("E002", entry(SINGLETON="yes"), ("WORKERS['WORKERS'][0]['SINGLETON'] must be a bool", "'yes' (str)")),
+    ("E002", top(FLEET={"LEASE_TTL": "60"}), ("WORKERS['FLEET']['LEASE_TTL'] must be a number",)),
     # E003: out of range
     ("E003", top(DEFERRED_START_THRESHOLD=-1), ("WORKERS['DEFERRED_START_THRESHOLD'] must be >= 0",)),
     ("E003", top(MAX_EXECUTIONS_ATTEMPTS=-1), ("WORKERS['MAX_EXECUTIONS_ATTEMPTS'] must be >= 0",)),
@@ -82,11 +85,14 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
     ("E003", top(RESTART_BACKOFF={"JITTER": 1.5}), ("jitter must be between 0 and 1",)),
     ("E003", top(HISTORY={"RETENTION_DAYS": 0}), ("WORKERS['HISTORY']['RETENTION_DAYS'] must be >= 1",)),
     ("E003", top(HISTORY_SIZE=0), ("WORKERS['HISTORY_SIZE'] must be >= 1",)),
+    ("E003", top(FLEET={"MARGIN": 0}), ("WORKERS['FLEET']['MARGIN'] must be > 0",)),
+    ("E003", top(FLEET={"RENEW_INTERVAL": 60}), ("RENEW_INTERVAL'] (60 s) must be shorter than LEASE_TTL (60 s)",)),
     ("E003", top(METRICS={"NAMESPACE": "my.app"}), ("'my.app'", "Prometheus")),
     ("E003", entry(DEFERRED_START_THRESHOLD=-0.5), ("WORKERS['WORKERS'][0]['DEFERRED_START_THRESHOLD'] must be >= 0",)),
     ("E003", entry(RESTART_BACKOFF={"MAXIMUM": 0.5}), ("WORKERS['WORKERS'][0]['RESTART_BACKOFF'] is out of range",)),
-    # E004: unknown history database
+    # E004: unknown history or lease database
     ("E004", top(HISTORY={"ENABLED": True, "DATABASE": "history"}), ("'history'", "settings.DATABASES")),
+    ("E004", top(FLEET={"DATABASE": "leases"}), ("WORKERS['FLEET']['DATABASE'] is 'leases'", "settings.DATABASES")),
     # E005, E006: malformed entries
     ("E005", {"WORKERS": [42]}, ("WORKERS['WORKERS'][0] must be a dotted path (str) or a dict", "42 (int)")),
     ("E006", {"WORKERS": [{"OPTIONS": {}}]}, ("WORKERS['WORKERS'][0] has no 'CLASS' key",)),
@@ -148,6 +154,13 @@ BROKEN: list[tuple[str, object, tuple[str, ...]]] = [
         {"WORKERS": [CLASSIC, f"{PATH}.SameNameAsClassicWorker"]},
         ("'classic' is used by both", CLASSIC, f"{PATH}.SameNameAsClassicWorker"),
     ),
+    # E021: a singleton's lease too short to retry a renewal before the worker must be stopped
+    (
+        "E021",
+        entry(SINGLETON=True) | {"STOP_TIMEOUT": 100},
+        ("WORKERS['FLEET']['LEASE_TTL'] is 60 seconds", "(20 + 1 + 100 = 121 seconds"),
+    ),
+    ("E021", top(STOP_TIMEOUT=25, FLEET={"LEASE_TTL": 46, "RENEW_INTERVAL": 20}), ("(20 + 1 + 25 = 46 seconds)",)),
     # W002: no worker (a web process needs none)
     ("W002", {"WORKERS": []}, ("WORKERS['WORKERS'] is empty",)),
     ("W002", {}, ("WORKERS['WORKERS'] is not set",)),
@@ -188,7 +201,7 @@ def test_each_broken_configuration_gives_exactly_one_message(
 
 
 def test_the_table_covers_every_id_but_the_crash_guard() -> None:
-    documented = {f"E{n:03d}" for n in range(1, 15)} | {"E020", "W001", "W002"}
+    documented = {f"E{n:03d}" for n in range(1, 15)} | {"E020", "E021", "W001", "W002"}
     assert {code for code, _, _ in BROKEN} == documented
 
 

@@ -219,6 +219,7 @@ def test_build_pool_registers_every_worker_with_its_overrides_and_options(
         "restart_backoff": Backoff(initial=0.5, maximum=60.0, multiplier=3.0, jitter=0.0),
         "max_silence": None,
         "restart_on_silence": False,
+        "singleton": False,
     }
     sms_worker, sms_overrides = workers["consumer-sms"]
     assert (sms_worker.queue, sms_worker.batch_size) == ("sms", 10)
@@ -228,6 +229,7 @@ def test_build_pool_registers_every_worker_with_its_overrides_and_options(
         "restart_backoff": None,
         "max_silence": None,
         "restart_on_silence": False,
+        "singleton": False,
     }
 
 

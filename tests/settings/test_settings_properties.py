@@ -163,6 +163,8 @@ entry = st.one_of(
                 "RESTART_BACKOFF": st.one_of(st.none(), backoff),
                 "MAX_SILENCE": st.one_of(st.none(), seconds),
                 "RESTART_ON_SILENCE": maybe(st.booleans()),
+                # Never True: a singleton's pool needs the lease table (tests/fleet covers it).
+                "SINGLETON": st.sampled_from([False, None, "yes", 1]),
             }
         ).map(lambda value: value if isinstance(value, dict) else {"OVERRIDES": value}),
     ),
@@ -212,6 +214,14 @@ workers_settings = section(
             }
         ),
         "HEALTH": section({"PORT": maybe(st.sampled_from([None, 8081, 70_000])), "ADDRESS": maybe(st.just(""))}),
+        "FLEET": section(
+            {
+                "LEASE_TTL": number(st.floats(min_value=0.1, max_value=86_400)),
+                "RENEW_INTERVAL": st.one_of(st.none(), number(st.floats(min_value=0.01, max_value=100))),
+                "MARGIN": number(st.floats(min_value=0.001, max_value=10)),
+                "DATABASE": maybe(st.sampled_from(["default", "default", "other"])),
+            }
+        ),
     }
 )
 #: The whole setting: mostly with workers to run.
@@ -258,6 +268,8 @@ def assert_reported(messages: tuple[checks.CheckMessage, ...]) -> None:
 @example(workers={"HISTORY": {"RETENTION_DAYS": 10**6, "HEARTBEAT_INTERVAL": 1e300}})
 @example(workers={"HISTORY": {"HEARTBEAT_INTERVAL": 1e-9, "ORPHAN_GRACE": HUGE_INT}})
 @example(workers={HUGE_INT: 1, "x" * 100_000: 2, "WORKERS": []})
+@example(workers={"FLEET": {"LEASE_TTL": 5e-324, "RENEW_INTERVAL": HUGE_INT, "MARGIN": math.nan}})
+@example(workers={"STOP_TIMEOUT": 86_400, "FLEET": {"LEASE_TTL": 86_400, "MARGIN": 5e-324}})
 @example(workers={"WORKERS": [{"CLASS": f"{PATH}.SleepyWorker", "MAX_SILENCE": 5e-324, "RESTART_ON_SILENCE": True}]})
 @example(workers={"MAX_EXECUTIONS_ATTEMPTS": 0, "RESTART_BACKOFF": {"INITIAL": 0}, "WORKERS": [f"{PATH}.AsyncWorker"]})
 @example(workers={"WORKERS": [{"CLASS": f"{PATH}.OptionsWorker", "OPTIONS": {"queue": "\ud800" * 3}}]})

@@ -19,6 +19,8 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.translation import gettext_lazy as _
 
+from ..control import PERMISSION
+from .control import CONTROL_URL_NAME
 from .history_settings import history_database, stale_after
 from .overview import NODES_LIMIT, configured_worker_names, read_overview
 
@@ -44,9 +46,6 @@ def refresh_seconds(value: str | None) -> int | None:
 
 class OverviewAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """The overview page in place of a changelist; nothing to add, change or delete."""
-
-    class Media:
-        css: Final = {"all": ("django_workers/admin.css", "django_workers/dashboard.css")}
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Whoever may view executions."""
@@ -80,7 +79,7 @@ class OverviewAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def control_url(self) -> str | None:
         """The control endpoint's URL, or None when it is not installed."""
         try:
-            return reverse("admin:django_workers_control", current_app=self.admin_site.name)
+            return reverse(f"admin:{CONTROL_URL_NAME}", current_app=self.admin_site.name)
         except NoReverseMatch:
             return None
 
@@ -90,7 +89,7 @@ class OverviewAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         overview = read_overview(history_database(), configured_worker_names())
         control_url = self.control_url()
-        can_control = control_url is not None and request.user.has_perm("django_workers.control_workers")
+        can_control = control_url is not None and request.user.has_perm(PERMISSION)
         refresh = refresh_seconds(request.GET.get("refresh"))
         context = {
             **self.admin_site.each_context(request),

@@ -100,14 +100,6 @@ class Counts:
     restarts_hour: int = 0
     restarts_day: int = 0
 
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(
-            self.failures_hour + other.failures_hour,
-            self.failures_day + other.failures_day,
-            self.restarts_hour + other.restarts_hour,
-            self.restarts_day + other.restarts_day,
-        )
-
 
 @dataclass(frozen=True)
 class WorkerRow:
@@ -460,16 +452,16 @@ def build_timelines(
         .annotate(Sum("started"), Sum("succeeded"), Sum("failed"), Sum("lost"), Sum("restarted"))
     )
     periods: dict[str, list[tuple[datetime, tuple[int, int, int, int, int]]]] = {}
-    totals: dict[str, Counts] = {}
+    # Plain ints while adding (a day of periods per worker): Counts are built once per worker.
+    added: dict[str, list[int]] = {}
     for worker, start, *counts in sums:
         started, succeeded, failed, lost, restarted = (count or 0 for count in counts)
         periods.setdefault(worker, []).append((start, (started, succeeded, failed, lost, restarted)))
-        recent = start >= hour_start
-        totals[worker] = totals.get(worker, Counts()) + Counts(
-            failures_hour=failed + lost if recent else 0,
-            failures_day=failed + lost,
-            restarts_hour=restarted if recent else 0,
-            restarts_day=restarted,
-        )
+        sums_of = added.setdefault(worker, [0, 0, 0, 0])  # failures in 1 h, in 24 h; restarts in 1 h, in 24 h
+        sums_of[1] += failed + lost
+        sums_of[3] += restarted
+        if start >= hour_start:
+            sums_of[0] += failed + lost
+            sums_of[2] += restarted
     timelines = {worker: build_timeline(rows, day_start, now, labels) for worker, rows in periods.items()}
-    return timelines, totals
+    return timelines, {worker: Counts(*values) for worker, values in added.items()}

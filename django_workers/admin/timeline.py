@@ -114,10 +114,6 @@ def _describe_in(counts: Counts, language: str | None) -> str:
     return ", ".join(parts)
 
 
-def _describe(counts: Counts) -> str:
-    return _describe_in(counts, get_language())
-
-
 def period_labels(start: datetime, now: datetime) -> list[str]:
     """The period of each bucket of the day beginning at ``start``, as its tooltip says it (once per page)."""
     labels = []
@@ -143,11 +139,10 @@ def build_timeline(
             total = sums[index]
             for i, value in enumerate(counts):
                 total[i] += value
-    empty = _("no attempt")
+    language = get_language()  # once per timeline, not per bucket
     buckets = []
     for index, (started, succeeded, failed, lost, restarted) in enumerate(sums):
-        counts = (started, succeeded, failed, lost, restarted)
-        described = _describe(counts) if any(counts) else empty
+        described = _describe_in((started, succeeded, failed, lost, restarted), language)
         buckets.append(
             Bucket(
                 x=index * BUCKET_WIDTH,

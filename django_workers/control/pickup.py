@@ -232,7 +232,7 @@ class ControlPickup:
         wanted = Q(id__gt=self.cursor)
         if self._missing:
             wanted |= Q(id__in=list(self._missing))
-        rows = list(ControlRequest.objects.using(self.database).filter(wanted).select_related("node").order_by("id"))
+        rows = list(ControlRequest.objects.using(self.database).filter(wanted).order_by("id"))
         if not rows:
             return
         seen = {row.pk for row in rows}

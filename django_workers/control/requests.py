@@ -22,7 +22,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import DurationField, Q, Value
+from django.db.models import DurationField, F, Q, Value
 from django.db.models.functions import Now
 
 from ..core.context import LOGGER_NAME
@@ -251,7 +251,8 @@ def _node(database: str, node: Node | uuid.UUID | str | None, grace: float) -> N
     """
     if node is None or (isinstance(node, str) and not node.strip()):
         return None
-    nodes = Node.objects.using(database)
+    # The silence by the database's clock (the one that wrote the heartbeat), read with the row.
+    nodes = Node.objects.using(database).annotate(silence=Now() - F("last_heartbeat"))
     if isinstance(node, Node):
         found: Node | None = nodes.filter(pk=node.pk).first()
         shown = f"{node} ({node.pk})"
@@ -288,7 +289,7 @@ def _node(database: str, node: Node | uuid.UUID | str | None, grace: float) -> N
             f"the request up. Leave the node out to address every node, or use one of the live nodes: "
             f"{_live_nodes_text(database, grace)}"
         )
-    silent = _silent_for(database, found)
+    silent = found.silence.total_seconds()  # type: ignore[attr-defined]
     if silent > grace:
         raise ControlError(
             f"node {found} ({found.pk}) has not sent a heartbeat for {silent:.0f} s (more than {grace:g} s): it is "
@@ -297,12 +298,6 @@ def _node(database: str, node: Node | uuid.UUID | str | None, grace: float) -> N
             f"{_live_nodes_text(database, grace)}"
         )
     return found
-
-
-def _silent_for(database: str, node: Node) -> float:
-    """Seconds since ``node``'s last heartbeat, by the database's clock (the one that wrote it)."""
-    now = Node.objects.using(database).filter(pk=node.pk).annotate(now=Now()).values_list("now", flat=True).first()
-    return 0.0 if now is None else (now - node.last_heartbeat).total_seconds()
 
 
 def _require_runs(node: Node, worker: str) -> None:

@@ -234,11 +234,7 @@ class WorkerPool:
 
     def execution(self, name: str) -> WorkerExecution:
         """The snapshot of one worker; ``LookupError`` for an unknown name."""
-        with self._lock:
-            supervisor = self._supervisors.get(name)
-        if supervisor is None:
-            raise LookupError(f"execution for worker {name} was not found")
-        return supervisor.snapshot()
+        return self._supervisor(name).snapshot()
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
@@ -360,9 +356,7 @@ class WorkerPool:
     def _act(self, name: str, verb: str, decide: Callable[[Supervisor, bool, bool], bool]) -> None:
         """Apply a control or a lease change to a worker; launch a fresh run when it says so."""
         with self._lock:
-            supervisor = self._supervisors.get(name)
-            if supervisor is None:
-                raise LookupError(f"execution for worker {name} was not found")
+            supervisor = self._supervisor(name)  # the lock is reentrant
             if self._stopping:
                 raise RuntimeError(f"cannot {verb} worker {name!r}: the pool is stopped")
             # Listeners run outside the pool's lock, but the decision (and the count of running

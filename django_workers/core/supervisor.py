@@ -459,14 +459,18 @@ class Supervisor:
         with self.runtime.state_lock:
             if self._status is STANDBY or (if_held and (self._fence is not None or self._paused)):
                 return
-            if not self._execution_id:  # a singleton without its lease at start(): the report has an id
-                self._execution_id = _new_execution_id()
-                self._id_unused = True
+            self._give_id()  # a singleton without its lease at start()
             record = WorkerExecutionEvent(self._execution_id, STANDBY_MESSAGE, datetime.now(UTC))
             self._status = STANDBY
             self._events.append(record)
         maximum = self.policy.max_executions_attempts
         self.runtime.events.emit(WorkerStandby, self.name, record.execution_id, self._attempt, maximum, record, STANDBY)
+
+    def _give_id(self) -> None:
+        """Give the report the next attempt's id if it has none yet (under the state lock)."""
+        if not self._execution_id:
+            self._execution_id = _new_execution_id()
+            self._id_unused = True
 
     def stand_by(self) -> None:
         """Record that a singleton waits for its lease (the pool, for one it did not launch)."""
@@ -540,9 +544,7 @@ class Supervisor:
                         self._status = WorkerStatus.UNKNOWN
             if launch and self.policy.singleton and self._fence is None:
                 launch, standby_now = False, True  # it runs once this node holds the lease
-            if not self._execution_id:  # a pause before start(): the report has an id to show
-                self._execution_id = _new_execution_id()
-                self._id_unused = True
+            self._give_id()  # a pause before start()
             if wake:
                 self.flag.set()
             record = WorkerExecutionEvent(self._execution_id, text, datetime.now(UTC))
@@ -607,9 +609,7 @@ class Supervisor:
                     self._control, wake = STAND_BY, pending is None
             elif not self._paused:
                 standby_now = True
-            if not self._execution_id:
-                self._execution_id = _new_execution_id()
-                self._id_unused = True
+            self._give_id()  # a lease before start()
             if wake:
                 self.flag.set()
             if fence is not None:

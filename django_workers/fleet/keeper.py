@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -142,26 +142,17 @@ class LeaseKeeper:
         self._wake = threading.Event()  # the campaigner: a release is due, or the stop
         self._guard_wake = threading.Event()  # the guard: a deadline changed, or the stop
         self._threads: list[threading.Thread] = []
-        #: Changes of this node's role (lease taken or lost), for the metrics.
-        self.transitions = 0
         self._failing = False  # a statement failed: logged once until one succeeds
-        self._listeners: list[Callable[[SeatState, str], None]] = []
 
     # -- reading ------------------------------------------------------------------------------
 
     def seats(self) -> list[SeatState]:
         """A snapshot of every singleton's seat on this node, in registration order."""
         with self._lock:
-            return [self._state(seat) for seat in self._seats.values()]
-
-    @staticmethod
-    def _state(seat: _Seat) -> SeatState:
-        grant = seat.grant
-        return SeatState(seat.name, seat.role, None if grant is None else grant.fence, seat.since)
-
-    def add_listener(self, listener: Callable[[SeatState, str], None]) -> None:
-        """Call ``listener(state, previous_role)`` at every change of role (from the keeper's threads)."""
-        self._listeners.append(listener)
+            return [
+                SeatState(seat.name, seat.role, None if seat.grant is None else seat.grant.fence, seat.since)
+                for seat in self._seats.values()
+            ]
 
     # -- the service ----------------------------------------------------------------------------
 
@@ -290,8 +281,6 @@ class LeaseKeeper:
             seat.role, seat.grant, seat.since = LEADER, grant, grant.since
             seat.cancel_at = began + self.window
             seat.next_at = began + self.renew
-            self.transitions += 1
-            state = self._state(seat)
         self._guard_wake.set()  # the deadline may already be past: the guard stands it by at once
         logger.info(
             "took the lease of %s with fence %d: it runs on this node",
@@ -299,7 +288,6 @@ class LeaseKeeper:
             grant.fence,
             extra={"worker": seat.name, "workerExecutionID": ""},
         )
-        self._notify(state, FOLLOWER)
 
     def _renew(self, seat: _Seat) -> None:
         pool = self._pool
@@ -328,27 +316,30 @@ class LeaseKeeper:
         self._guard_wake.set()
 
     def _release(self, seat: _Seat) -> None:
+        """Release the seat's lease (its worker has returned, or never ran under it); the seat follows."""
         grant = seat.grant
         if grant is not None:
             try:
-                leases.release(grant, using=self.database)
+                released = leases.release(grant, using=self.database)
             except DatabaseError as exc:
                 self._statement_failed("release", seat, exc)  # it expires by itself
             else:
                 self._statement_succeeded()
+                if released:
+                    logger.info(
+                        "released the lease of %s (fence %d)",
+                        seat.name,
+                        grant.fence,
+                        extra={"worker": seat.name, "workerExecutionID": ""},
+                    )
         with self._lock:
-            previous = seat.role
             seat.role, seat.grant, seat.since, seat.returned = FOLLOWER, None, None, False
             seat.next_at = self._clock() + self.renew
-            state = self._state(seat)
-        self._notify(state, previous)
 
     def _release_at_stop(self) -> None:
         pool = self._pool
         for seat in self._seats.values():
-            with self._lock:
-                grant, role = seat.grant, seat.role
-            if grant is None:
+            if seat.grant is None:
                 continue
             if pool is not None and pool.execution(seat.name).status is WorkerStatus.RUNNING:
                 logger.warning(
@@ -357,22 +348,7 @@ class LeaseKeeper:
                     extra={"worker": seat.name, "workerExecutionID": ""},
                 )
                 continue
-            try:
-                released = leases.release(grant, using=self.database)
-            except DatabaseError as exc:
-                self._statement_failed("release", seat, exc)
-                continue
-            with self._lock:
-                seat.role, seat.grant, seat.since = FOLLOWER, None, None
-                state = self._state(seat)
-            if released:
-                logger.info(
-                    "released the lease of %s (fence %d)",
-                    seat.name,
-                    grant.fence,
-                    extra={"worker": seat.name, "workerExecutionID": ""},
-                )
-            self._notify(state, role)
+            self._release(seat)
 
     # -- losing a lease (either thread) ----------------------------------------------------------
 
@@ -383,8 +359,6 @@ class LeaseKeeper:
             if seat.role != LEADER:
                 return
             seat.role, seat.lost_at, seat.returned = RELEASING, self._clock(), False
-            self.transitions += 1
-            state = self._state(seat)
         with contextlib.suppress(RuntimeError):  # the pool is stopping: its stop cancels the worker
             pool.stand_by(seat.name, reason)
         logger.warning(
@@ -394,14 +368,6 @@ class LeaseKeeper:
             extra={"worker": seat.name, "workerExecutionID": ""},
         )
         self._guard_wake.set()
-        self._notify(state, LEADER)
-
-    def _notify(self, state: SeatState, previous: str) -> None:
-        for listener in self._listeners:
-            try:
-                listener(state, previous)
-            except Exception:
-                logger.exception("a lease listener failed")
 
     # -- the guard: deadlines, and cancelled workers returning ------------------------------------
 
@@ -437,7 +403,6 @@ class LeaseKeeper:
                     continue
                 with self._lock:
                     seat.role = STUCK
-                    state = self._state(seat)
                 logger.error(
                     "%s is stuck: it did not return within %g seconds of losing its lease; this node will not "
                     "take its lease again while that run is alive",
@@ -445,7 +410,6 @@ class LeaseKeeper:
                     self.stop_timeout,
                     extra={"worker": seat.name, "workerExecutionID": ""},
                 )
-                self._notify(state, RELEASING)
         now = self._clock()
         with self._lock:
             deadlines = [seat.cancel_at for seat in self._seats.values() if seat.role == LEADER]
@@ -455,8 +419,3 @@ class LeaseKeeper:
             wait = min(wait, RETURN_POLL)
         self._guard_wake.wait(wait)
         self._guard_wake.clear()
-
-
-def singleton_names(pool: WorkerPool) -> Sequence[str]:
-    """The names of ``pool``'s singleton workers, in registration order."""
-    return [name for name, execution in pool.executions().items() if execution.singleton]

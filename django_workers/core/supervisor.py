@@ -14,6 +14,7 @@ the state lock, the attempt hooks, the extensions and the event loop, nothing el
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -107,13 +108,11 @@ def _new_execution_id() -> str:
         return batch[0]
 
 
-def _event(execution_id: str, message: str, timestamp: datetime) -> WorkerExecutionEvent:
-    """A record of the report, built in C (the attempt path's records).
-
-    The named tuple's generated ``__new__`` is a Python call: benchmark 1 of bench_core.py
-    misses its target with it.
-    """
-    return tuple.__new__(WorkerExecutionEvent, (execution_id, message, timestamp))
+#: A record of the report, built in C: the named tuple's generated ``__new__`` is a Python call,
+#: and benchmark 1 of bench_core.py (the attempt path's records) misses its target with it.
+_event: Callable[[tuple[str, str, datetime]], WorkerExecutionEvent] = functools.partial(
+    tuple.__new__, WorkerExecutionEvent
+)
 
 
 class Driver(Protocol):
@@ -311,7 +310,7 @@ class Supervisor:
         # The beat first: the watchdog, once it sees the attempt running, must not read the
         # previous attempt's last beat (a long backoff would look like silence).
         self._began = self.last_beat = monotonic()
-        record = _event(execution_id, f"starting execution attempt {attempt}/{self._of}", datetime.now(UTC))
+        record = _event((execution_id, f"starting execution attempt {attempt}/{self._of}", datetime.now(UTC)))
         flag = self.flag
         with runtime.state_lock:
             # stop() sets the pool's flag under this lock: an attempt is recorded before it or not at all.
@@ -374,17 +373,17 @@ class Supervisor:
         failure = Failure(error, panic)
         outcome = "recovered panic" if panic else "error"
         message = f"stopping execution attempt {attempt}/{self._of} with {outcome}: {failure.message}"
-        record = _event(execution_id, message, datetime.now(UTC))
+        record = _event((execution_id, message, datetime.now(UTC)))
         # What follows the failure is decided at once and recorded with it, in one locked update.
         stopping = runtime.cancel.is_set()
         exhausted = not stopping and maximum != 0 and attempt >= maximum
         follow_up: WorkerExecutionEvent | None = None
         if exhausted:
-            follow_up = _event(execution_id, "max execution attempts reached", record.timestamp)
+            follow_up = _event((execution_id, "max execution attempts reached", record.timestamp))
         elif not stopping:
             self._restarts += 1
             message = "restarting after panic recovery" if panic else "restarting after error"
-            follow_up = _event(execution_id, message, record.timestamp)
+            follow_up = _event((execution_id, message, record.timestamp))
         with runtime.state_lock:
             self._status = ERROR
             self._failure = failure

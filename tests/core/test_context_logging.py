@@ -209,6 +209,35 @@ def test_pool_logging_can_be_turned_off(harness) -> None:
     assert logs.records == []
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_pool_logging_follows_a_level_changed_while_running(harness, kind: str) -> None:
+    # The logging listener reads its logger's level at every event: a change takes effect at the next one.
+    logger = logging.getLogger("django_workers")
+
+    def turn_info_on(ctx) -> None:
+        if ctx.attempt == 2:
+            logger.setLevel(logging.INFO)
+        raise ValueError(f"boom {ctx.attempt}")
+
+    async def aturn_info_on(ctx) -> None:
+        turn_info_on(ctx)
+
+    worker = FnWorker("w", turn_info_on) if kind == "sync" else AsyncFnWorker("w", aturn_info_on)
+    pool = harness.pool(worker, max_executions_attempts=3)
+    with collect_logs(level=logging.CRITICAL) as logs:
+        pool.start()
+        assert pool.wait(5)
+    logged = [r.getMessage() for r in logs.records]
+    assert logged == [
+        "stopping execution attempt 2/3 with error: boom 2",
+        "restarting after error (in 0.000 seconds)",
+        "starting execution attempt 3/3",
+        "stopping execution attempt 3/3 with error: boom 3",
+        "max execution attempts reached",
+    ]
+    assert len(pool.execution("w").events) == 9  # the report has every event, logged or not
+
+
 def test_workers_left_running_at_stop_are_logged_at_error_even_when_info_is_off(harness) -> None:
     gate = harness.gate()
     entered = threading.Event()

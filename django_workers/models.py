@@ -8,8 +8,12 @@ derived from settings, so changing settings never makes migrations appear in a p
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from typing import Self, TypeVar
 
 from django.db import models
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
 __all__ = [
@@ -22,6 +26,7 @@ __all__ = [
     "Lease",
     "LeaseRole",
     "Node",
+    "NodeQuerySet",
     "WorkerOverview",
     "WorkerState",
 ]
@@ -59,6 +64,32 @@ class LeaseRole(models.TextChoices):
     STUCK = "stuck", _("stuck")
 
 
+def _heartbeat_cutoff(grace: float) -> CombinedExpression:
+    """The database's clock minus ``grace`` seconds: a running node whose last heartbeat is older is stale."""
+    return Now() - models.Value(timedelta(seconds=grace), output_field=models.DurationField())
+
+
+#: Generic, so that the type checker keeps what ``annotate()`` adds to a node (django-stubs).
+_NodeT = TypeVar("_NodeT", bound="Node")
+
+
+class NodeQuerySet(models.QuerySet[_NodeT]):
+    """``Node.objects``: which nodes are live, judged by one rule (control, health check, admin)."""
+
+    def live(self, grace: float) -> Self:
+        """Nodes not stopped whose last heartbeat is at most ``grace`` seconds old.
+
+        Compared with the database's clock (``Now()``), the clock that wrote the heartbeat, so a
+        host with a skewed clock judges like the others. A process killed with SIGKILL never
+        records its stop: its heartbeats end, and it goes stale.
+        """
+        return self.filter(stopped_at__isnull=True, last_heartbeat__gte=_heartbeat_cutoff(grace))
+
+    def stale(self, grace: float) -> Self:
+        """Nodes not stopped whose last heartbeat is older than ``grace`` seconds: the others of :meth:`live`."""
+        return self.filter(stopped_at__isnull=True, last_heartbeat__lt=_heartbeat_cutoff(grace))
+
+
 class Node(models.Model):
     """One ``runworkers`` process: where it runs, since when, and its last heartbeat."""
 
@@ -80,6 +111,8 @@ class Node(models.Model):
         ),
     )
 
+    objects = NodeQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("node")
         verbose_name_plural = _("nodes")
@@ -92,6 +125,12 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        """The names in :attr:`workers` (the recorder writes a list of names); none for anything else."""
+        workers = self.workers
+        return tuple(name for name in workers if isinstance(name, str)) if isinstance(workers, list) else ()
 
 
 class Execution(models.Model):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import DurationField, Field, Q, QuerySet, Value
-from django.db.models.functions import Now
+from django.db.models import Field, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Node
+from ..models import Node, NodeQuerySet
 from .display import NODE_STATE_LABELS
 from .history_settings import history_database, stale_after
 from .paging import request_worker_names
@@ -73,11 +72,11 @@ class NodeStateFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Nodes in the selected state."""
         value = self.value()
-        cutoff = Now() - Value(stale_after(), output_field=DurationField())
+        nodes = cast("NodeQuerySet[Any]", queryset)  # NodeAdmin's: from Node's default manager
         if value == "alive":
-            return queryset.filter(stopped_at__isnull=True, last_heartbeat__gte=cutoff)
+            return nodes.live(stale_after().total_seconds())
         if value == "stale":
-            return queryset.filter(stopped_at__isnull=True, last_heartbeat__lt=cutoff)
+            return nodes.stale(stale_after().total_seconds())
         if value == "stopped":
             return queryset.filter(stopped_at__isnull=False)
         if value is not None:

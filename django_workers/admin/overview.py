@@ -28,8 +28,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from ..control import requests as control_requests
 from ..models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, Lease, LeaseRole, Node, WorkerState
-from ..settings import validate_settings
 from .display import human_duration, node_state
 from .timeline import BUCKET_SECONDS, Timeline, build_timeline, period_labels
 
@@ -203,10 +203,9 @@ class Overview:
 def configured_worker_names() -> list[str]:
     """The worker names ``WORKERS["WORKERS"]`` configures (none when the setting is invalid)."""
     try:
-        validation = validate_settings()
+        return control_requests.configured_worker_names()
     except Exception:  # a worker module broken in this process: the checks report it
         return []
-    return validation.settings.worker_names() if validation.settings is not None else []
 
 
 def error_line(text: str, limit: int = ERROR_LINE_LIMIT) -> str:

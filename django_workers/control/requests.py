@@ -16,13 +16,12 @@ import re
 import socket
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import DurationField, F, Q, Value
+from django.db.models import F
 from django.db.models.functions import Now
 
 from ..core.context import LOGGER_NAME
@@ -36,6 +35,7 @@ __all__ = [
     "CHANNEL",
     "PERMISSION",
     "ControlError",
+    "configured_worker_names",
     "database_problem",
     "describe_request",
     "process_identity",
@@ -222,18 +222,8 @@ def _author(user: Any) -> str:
     return process_identity()
 
 
-def _heartbeat_cutoff(grace: float) -> Any:
-    """The database's clock minus ``grace`` seconds: a node whose last heartbeat is older is stale."""
-    return Now() - Value(timedelta(seconds=grace), output_field=DurationField())
-
-
-def _live(grace: float) -> Q:
-    """Running nodes that sent a heartbeat within ``grace`` seconds (the admin's "alive", the recorder's grace)."""
-    return Q(stopped_at__isnull=True, last_heartbeat__gte=_heartbeat_cutoff(grace))
-
-
 def _live_nodes(database: str, grace: float) -> list[Node]:
-    return list(Node.objects.using(database).filter(_live(grace)).order_by("-started_at")[:_LISTED])
+    return list(Node.objects.using(database).live(grace).order_by("-started_at")[:_LISTED])
 
 
 def _live_nodes_text(database: str, grace: float) -> str:
@@ -301,7 +291,7 @@ def _node(database: str, node: Node | uuid.UUID | str | None, grace: float) -> N
 
 
 def _require_runs(node: Node, worker: str) -> None:
-    runs = [name for name in node.workers if isinstance(name, str)] if isinstance(node.workers, list) else []
+    runs = node.worker_names
     if worker not in runs:
         suggestion = did_you_mean(worker, runs)
         hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
@@ -310,8 +300,11 @@ def _require_runs(node: Node, worker: str) -> None:
         )
 
 
-def _configured_names() -> list[str]:
-    """The worker names of ``settings.WORKERS`` (none when the setting is invalid: the checks say why)."""
+def configured_worker_names() -> list[str]:
+    """The worker names ``settings.WORKERS`` configures (none when the setting is invalid: the checks say why).
+
+    Not cheap: validating the setting imports every configured worker module.
+    """
     parsed = validate_settings().settings
     return parsed.worker_names() if parsed is not None else []
 
@@ -321,14 +314,19 @@ def _require_known(database: str, worker: str, grace: float) -> None:
     if (
         WorkerState.objects.using(database).filter(worker=worker).exists()
         or Execution.objects.using(database).filter(worker=worker).exists()
-        or any(worker in (node.workers or ()) for node in _live_nodes(database, grace))
-        or worker in _configured_names()
     ):
         return
-    known = dict.fromkeys(_configured_names())
+    live = _live_nodes(database, grace)
+    if any(worker in node.worker_names for node in live):
+        return
+    # The cheap lookups first: validating the settings imports the worker modules (once, here).
+    configured = configured_worker_names()
+    if worker in configured:
+        return
+    known = dict.fromkeys(configured)
     known.update(dict.fromkeys(WorkerState.objects.using(database).order_by("worker").values_list("worker", flat=True)))
-    for node in _live_nodes(database, grace):
-        known.update(dict.fromkeys(name for name in node.workers or () if isinstance(name, str)))
+    for node in live:
+        known.update(dict.fromkeys(node.worker_names))
     names = list(known)
     suggestion = did_you_mean(worker, names)
     hint = f" (did you mean {suggestion!r}?)" if suggestion else ""

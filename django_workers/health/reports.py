@@ -183,14 +183,10 @@ def history_report(database: str = "default", *, stale_after: float, hostname: s
 
 
 def _read_history(database: str, stale_after: float, hostname: str | None, where: str) -> HealthReport:
-    nodes = Node.objects.using(database).filter(stopped_at__isnull=True)
+    nodes = Node.objects.using(database).live(stale_after)
     if hostname:
         nodes = nodes.filter(hostname=hostname)
-    live = list(
-        nodes.filter(last_heartbeat__gte=Now() - timedelta(seconds=stale_after))
-        .annotate(silence=Now() - F("last_heartbeat"))
-        .order_by("hostname", "pid", "started_at")
-    )
+    live = list(nodes.annotate(silence=Now() - F("last_heartbeat")).order_by("hostname", "pid", "started_at"))
     if not live:
         return HealthReport(
             HealthState.UNHEALTHY, _no_live_node(database, hostname, where, stale_after), source="history"
@@ -236,7 +232,7 @@ def _read_history(database: str, stale_after: float, hostname: str | None, where
     # Grouped by node, not by label: two processes can share host:pid (pid 1 in restarted containers).
     per_node: dict[Any, list[WorkerHealth]] = {}
     for node in live:
-        names = [name for name in (node.workers or []) if isinstance(name, str)]
+        names = list(node.worker_names)
         names += sorted(worker for node_id, worker in rows if node_id == node.pk and worker not in names)
         # A worker with no attempt recorded yet (the recorder writes in batches) is shown, not held
         # against its node.

@@ -1,4 +1,4 @@
-"""The statements the writer runs for a batch: the attempts' upsert and the events' insert.
+"""The statements the writer runs for a batch: the rows' upserts and the events' insert.
 
 Rows are plain tuples of values in the column order below, not model instances: building and
 saving a model instance per row (what ``bulk_create`` does) costs several times more.
@@ -23,6 +23,7 @@ __all__ = [
     "escape_nul",
     "execute_many",
     "insert_events",
+    "upsert",
     "upsert_executions",
 ]
 
@@ -87,11 +88,38 @@ def execute_many(
         cursor.executemany(sql, params)
 
 
-def upsert_executions(database: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert or update attempts' rows (PostgreSQL and SQLite both speak ``ON CONFLICT``)."""
+def _columns(database: str, model: type[Model], names: Sequence[str]) -> list[str]:
+    """The quoted columns of ``model``'s fields ``names`` (``node_id`` for the foreign key ``node``)."""
     quote = connections[database].ops.quote_name
-    updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in EXECUTION_UPDATE_FIELDS)
-    execute_many(database, Execution, EXECUTION_COLUMNS, rows, f" ON CONFLICT ({quote('id')}) DO UPDATE SET {updates}")
+    return [quote(str(cast("Field[Any, Any]", model._meta.get_field(name)).column)) for name in names]
+
+
+def upsert(
+    database: str,
+    model: type[Model],
+    names: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: Sequence[str],
+    update: Sequence[str] = (),
+    add: Sequence[str] = (),
+) -> None:
+    """Insert ``rows`` or, where a row with the same ``conflict`` fields exists, update it.
+
+    :func:`execute_many` with ``ON CONFLICT (<conflict>) DO UPDATE SET ...`` (PostgreSQL and
+    SQLite both speak it): each field of ``update`` takes the new row's value, each of ``add``
+    has the new row's value added to the stored one. All are field names, as ``names`` are.
+    """
+    table = connections[database].ops.quote_name(model._meta.db_table)
+    sets = [f"{column} = EXCLUDED.{column}" for column in _columns(database, model, update)]
+    sets += [f"{column} = {table}.{column} + EXCLUDED.{column}" for column in _columns(database, model, add)]
+    target = ", ".join(_columns(database, model, conflict))
+    execute_many(database, model, names, rows, f" ON CONFLICT ({target}) DO UPDATE SET {', '.join(sets)}")
+
+
+def upsert_executions(database: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert or update attempts' rows, by id."""
+    upsert(database, Execution, EXECUTION_COLUMNS, rows, conflict=("id",), update=EXECUTION_UPDATE_FIELDS)
 
 
 def insert_events(database: str, rows: Sequence[EventRow]) -> None:
@@ -100,13 +128,12 @@ def insert_events(database: str, rows: Sequence[EventRow]) -> None:
     if connection.vendor != "postgresql":
         execute_many(database, ExecutionEvent, EVENT_COLUMNS, rows, "")
         return
-    meta = ExecutionEvent._meta
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(cast("Field[Any, Any]", meta.get_field(name)).column)) for name in EVENT_COLUMNS)
+    table = connection.ops.quote_name(ExecutionEvent._meta.db_table)
+    columns = ", ".join(_columns(database, ExecutionEvent, EVENT_COLUMNS))
     with (
         connection.cursor() as cursor,
         cursor.cursor.copy(  # the psycopg cursor under Django's wrapper
-            f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN"
+            f"COPY {table} ({columns}) FROM STDIN"
         ) as copy,
     ):
         for row in rows:

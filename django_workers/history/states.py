@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from django.db import connections
-
 from ..core.events import (
     AttemptFailed,
     AttemptsExhausted,
@@ -43,7 +41,7 @@ from ..core.events import (
 from ..core.text import cap
 from ..models import ExecutionStatus, LeaseRole, WorkerState
 from .buffer import REPORTED
-from .sql import escape_nul, execute_many
+from .sql import escape_nul, upsert
 
 if TYPE_CHECKING:
     from ..core.execution import WorkerExecution
@@ -307,12 +305,4 @@ def upsert_states(database: str, node_id: uuid.UUID, states: Iterable[State]) ->
     rows = [state.as_row(node_id, now) for state in states]
     if not rows:
         return
-    quote = connections[database].ops.quote_name
-    updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in _UPDATED)
-    execute_many(
-        database,
-        WorkerState,
-        STATE_COLUMNS,
-        rows,
-        f" ON CONFLICT ({quote('node_id')}, {quote('worker')}) DO UPDATE SET {updates}",
-    )
+    upsert(database, WorkerState, STATE_COLUMNS, rows, conflict=("node", "worker"), update=_UPDATED)

@@ -14,9 +14,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final, cast
 
-from django.db import connections
-from django.db.models import Field
-
 from ..core.events import (
     AttemptFailed,
     AttemptStarted,
@@ -26,7 +23,8 @@ from ..core.events import (
     WorkerRestarting,
 )
 from ..models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, WorkerState
-from .sql import execute_many
+from .attempts import OPEN
+from .sql import upsert
 
 __all__ = ["COUNTS", "Tallies", "add_tallies", "count_lost", "period_start", "tally_events"]
 
@@ -36,6 +34,9 @@ _STARTED, _SUCCEEDED, _FAILED, _LOST, _RESTARTED = range(len(COUNTS))
 
 #: (worker, period start) -> counts in :data:`COUNTS` order.
 Tallies = dict[tuple[str, datetime], list[int]]
+#: Execution ids per ``UPDATE`` of :func:`count_lost` (plus 6 other parameters): under SQLite's
+#: oldest limit of 999 parameters.
+_IDS_PER_UPDATE: Final = 500
 
 
 def period_start(when: datetime) -> datetime:
@@ -82,20 +83,9 @@ def add_tallies(database: str, node_id: uuid.UUID, tallies: Mapping[tuple[str, d
     """Add ``tallies`` to the node's rows: one upsert statement (a multi-row one on PostgreSQL)."""
     if not tallies:
         return
-    connection = connections[database]
-    quote = connection.ops.quote_name
-    table = quote(ExecutionTally._meta.db_table)
-    node_column = cast("Field[object, object]", ExecutionTally._meta.get_field("node")).column
-    updates = ", ".join(f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in COUNTS)
-    conflict = ", ".join(quote(str(name)) for name in (node_column, "worker", "period_start"))
     rows = [(node_id, worker, start, *counts) for (worker, start), counts in tallies.items()]
-    execute_many(
-        database,
-        ExecutionTally,
-        ("node", "worker", "period_start", *COUNTS),
-        rows,
-        f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
-    )
+    key = ("node", "worker", "period_start")
+    upsert(database, ExecutionTally, (*key, *COUNTS), rows, conflict=key, add=COUNTS)
 
 
 def count_lost(database: str, node_id: uuid.UUID, rows: Iterable[tuple[str, uuid.UUID, datetime]]) -> None:
@@ -114,9 +104,14 @@ def count_lost(database: str, node_id: uuid.UUID, rows: Iterable[tuple[str, uuid
     if not tallies:
         return
     add_tallies(database, node_id, tallies)
+    # One UPDATE per time lost (all share one in practice: the node's last heartbeat or its stop).
+    by_when: dict[datetime, list[uuid.UUID]] = {}
     for execution_id, when in lost.items():
-        WorkerState.objects.using(database).filter(
-            node_id=node_id,
-            execution_id=execution_id,
-            status__in=(ExecutionStatus.RUNNING, ExecutionStatus.DEFERRED),
-        ).update(status=ExecutionStatus.LOST, since=when, updated_at=datetime.now(UTC))
+        by_when.setdefault(when, []).append(execution_id)
+    now = datetime.now(UTC)
+    states = WorkerState.objects.using(database).filter(node_id=node_id, status__in=OPEN)
+    for when, ids in by_when.items():
+        for start in range(0, len(ids), _IDS_PER_UPDATE):
+            states.filter(execution_id__in=ids[start : start + _IDS_PER_UPDATE]).update(
+                status=ExecutionStatus.LOST, since=when, updated_at=now
+            )

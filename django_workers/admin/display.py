@@ -6,7 +6,7 @@ Everything a worker produced is escaped: HTML is built with ``format_html``, nev
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from django.utils import timezone
@@ -114,16 +114,18 @@ def attempt_label(execution: Execution) -> str:
     return f"{execution.attempt}/{execution.max_attempts or _('unlimited')}"
 
 
-def node_state(node: Node) -> str:
-    """``"stopped"``, ``"stale"`` (no heartbeat for :func:`stale_after`) or ``"alive"``.
+def node_state(node: Node, stale: timedelta | None = None) -> str:
+    """``"stopped"``, ``"stale"`` (no heartbeat for ``stale``, by default :func:`stale_after`) or ``"alive"``.
 
     Compares the heartbeat, written with the database clock, with the database clock read by the
     same query (``db_now``, annotated by ``NodeAdmin``), so a skewed web host cannot misjudge.
+    A caller judging many nodes passes ``stale``, read once: :func:`stale_after` parses the setting.
     """
     if node.stopped_at is not None:
         return "stopped"
     now: datetime = getattr(node, "db_now", None) or timezone.now()
-    return "stale" if now - node.last_heartbeat > stale_after() else "alive"
+    limit = stale_after() if stale is None else stale
+    return "stale" if now - node.last_heartbeat > limit else "alive"
 
 
 def node_state_badge(node: Node) -> SafeString:

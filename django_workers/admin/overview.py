@@ -31,6 +31,7 @@ from django.utils.translation import gettext as _
 from ..control import requests as control_requests
 from ..models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, Lease, LeaseRole, Node, WorkerState
 from .display import human_duration, node_state
+from .history_settings import stale_after
 from .timeline import BUCKET_SECONDS, Timeline, build_timeline, period_labels
 
 __all__ = [
@@ -87,8 +88,8 @@ class NodeView:
 
     @property
     def label(self) -> str:
-        """``host:pid``."""
-        return f"{self.node.hostname}:{self.node.pid}"
+        """``host:pid`` (the node's ``str``); the name the template reads."""
+        return str(self.node)
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,6 @@ class Overview:
     groups: tuple[WorkerGroup, ...]
     nodes: tuple[NodeView, ...]
     more_nodes: bool
-    window_start: datetime
-    hour_start: datetime
     leases: tuple[LeaseView, ...] = ()
 
 
@@ -274,7 +273,8 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
     nodes = fetched[:NODES_LIMIT]
     now: datetime = nodes[0].db_now if nodes else timezone.now()
     day_start, hour_start = _window(now)
-    views = {node.pk: _node_view(node, now) for node in nodes}
+    stale = stale_after()  # once per page: parsed from the setting at each call
+    views = {node.pk: _node_view(node, now, stale) for node in nodes}
 
     states = list(WorkerState.objects.using(database).filter(node_id__in=list(views)).order_by())
     per_node = _node_counts(database, list(views), day_start, hour_start)
@@ -341,8 +341,6 @@ def read_overview(database: str, configured: Sequence[str] = ()) -> Overview:
         groups=tuple(groups),
         nodes=tuple(views.values()),
         more_nodes=more_nodes,
-        window_start=day_start,
-        hour_start=hour_start,
         leases=tuple(leases),
     )
 
@@ -396,8 +394,8 @@ def read_leases(database: str) -> list[LeaseView]:
     return leases
 
 
-def _node_view(node: Node, now: datetime) -> NodeView:
-    state = node_state(node)
+def _node_view(node: Node, now: datetime, stale: timedelta) -> NodeView:
+    state = node_state(node, stale)
     end = node.stopped_at if node.stopped_at is not None else now
     return NodeView(
         node=node,

@@ -43,11 +43,8 @@ class Bucket:
     x: int
     outcome: str
     title: str
+    #: Attempts started in it (:attr:`Timeline.attempts` adds them up).
     started: int
-    succeeded: int
-    failed: int
-    lost: int
-    restarted: int
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,6 @@ class Timeline:
 
     buckets: tuple[Bucket, ...]
     start: datetime
-    end: datetime
     width: int = BUCKETS * BUCKET_WIDTH
     height: int = HEIGHT
     bar_width: int = BUCKET_WIDTH - 1
@@ -149,10 +145,6 @@ def build_timeline(
                 outcome=_outcome(started, succeeded, failed, lost),
                 title=f"{labels[index]}: {described}",
                 started=started,
-                succeeded=succeeded,
-                failed=failed,
-                lost=lost,
-                restarted=restarted,
             )
         )
-    return Timeline(buckets=tuple(buckets), start=start, end=start + timedelta(seconds=BUCKETS * BUCKET_SECONDS))
+    return Timeline(buckets=tuple(buckets), start=start)

@@ -213,9 +213,13 @@ class ControlPickup:
         for id_ in range(cursor, lowest - 1, -1):
             if id_ not in present and len(self._missing) < GAP_LIMIT:
                 self._missing[id_] = give_up
-        standing = requests.filter(self._requests(), id__lte=cursor, action__in=DECISIONS)
-        for name in pool.names():
-            latest = standing.filter(worker=name).order_by("-id").first()  # the (worker, -id) index
+        names = pool.names()
+        standing = requests.filter(self._requests(), id__lte=cursor, action__in=DECISIONS, worker__in=names)
+        # One query whatever the pool's size: the rows whose id is the newest of their worker's decisions.
+        newest = standing.order_by().values("worker").annotate(newest=Max("id")).values("newest")
+        latests = {row.worker: row for row in requests.filter(id__in=newest)}
+        for name in names:
+            latest = latests.get(name)
             if latest is None:
                 continue
             self._decided[name] = (latest.pk, latest.action)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_workers.control import ControlPickup, submit
@@ -182,6 +183,84 @@ def test_a_restart_on_every_node_lifts_a_standing_pause(harness: Harness, pickup
     wait_for(lambda: attempts(pool, "a") == 1, what="a running")
     assert pool.execution("a").status is WorkerStatus.RUNNING
     assert attempts(pool, "b") == 0
+
+
+#: Per worker of the mixed case: its requests, oldest first, as (action, where: "every" | "this" | "other" node).
+MIXED: dict[str, list[tuple[str, str]]] = {
+    "w00": [("pause", "every")],
+    "w01": [("pause", "this")],
+    "w02": [("pause", "other")],  # another node's business
+    "w03": [("pause", "every"), ("resume", "this")],  # this node's newer resume wins
+    "w04": [("pause", "this"), ("resume", "every")],
+    "w05": [("resume", "every"), ("pause", "this")],
+    "w06": [("pause", "every"), ("restart", "every")],  # a restart lifts a pause
+    "w07": [("restart", "every"), ("pause", "every")],
+    "w08": [("pause", "every"), ("resume", "other")],
+    "w09": [("pause", "this"), ("restart", "other")],
+    "w10": [("pause", "every"), ("resume", "every"), ("pause", "this"), ("resume", "other")],
+    "w11": [("restart", "this")],
+    "w12": [("pause", "every"), ("explode", "every")],  # not a decision: the pause still stands
+    "gone": [("pause", "every")],  # not in the pool
+}
+
+
+def counting_sync(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The SQL of each start-up read (``_sync``, run by the pickup's thread on its own connection)."""
+    reads: list[list[str]] = []
+    sync = ControlPickup._sync
+
+    def counted(self: ControlPickup) -> None:
+        with CaptureQueriesContext(connections[self.database]) as captured:
+            sync(self)
+        reads.append([query["sql"] for query in captured.captured_queries])
+
+    monkeypatch.setattr(ControlPickup, "_sync", counted)
+    return reads
+
+
+def test_the_start_reads_the_standing_state_in_queries_that_do_not_grow_with_the_workers(
+    harness: Harness, pickups: Pickups, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read for every worker, with the rules of the per-worker reads: the newest decision wins."""
+    this_node, other_node = uuid.uuid4(), uuid.uuid4()
+    nodes: dict[str, Node | None] = {"every": None}
+    for node_id, where in ((this_node, "this"), (other_node, "other")):
+        nodes[where] = Node.objects.create(
+            id=node_id, hostname=where, pid=1, started_at=timezone.now(), last_heartbeat=timezone.now(),
+            version="0", workers=[],
+        )  # fmt: skip
+    # Round-robin, so that the ids of the workers interleave: the n-th request of each, then the n+1-th.
+    decided: dict[str, tuple[int, str]] = {}
+    deciding_node: dict[str, str] = {}
+    for step in range(max(len(steps) for steps in MIXED.values())):
+        for name, steps in MIXED.items():
+            if step < len(steps):
+                action, where = steps[step]
+                row = request(action, name, node=nodes[where])
+                if where != "other" and action != "explode":
+                    decided[name] = (row.pk, action)
+                    deciding_node[name] = "this node" if where == "this" else "every node"
+    paused = {name for name, (_, action) in decided.items() if action == "pause" and name != "gone"}
+    assert paused == {"w00", "w01", "w05", "w07", "w08", "w09", "w10", "w12"}
+    reads = counting_sync(monkeypatch)
+
+    one = harness.pool(waiting("w00"))
+    pickups.start(one, this_node)
+    assert one.execution("w00").paused
+
+    names = [f"w{i:02}" for i in range(20)]
+    pool = harness.pool(*(waiting(name) for name in names))
+    with collect_logs() as logs:
+        pickup = pickups.start(pool, this_node)
+    assert [name for name in names if pool.execution(name).paused] == sorted(paused)
+    assert pickup._decided == {name: decided[name] for name in names if name in decided}  # what late ones meet
+    lines = [r.getMessage().split(", requested by")[0] for r in logs.records if "standing pause" in r.getMessage()]
+    assert lines == [
+        f"control request #{decided[name][0]}: standing pause of worker {name!r} on {deciding_node[name]}"
+        for name in sorted(paused)
+    ]
+    assert len(reads) == 2
+    assert len(reads[0]) == len(reads[1]) == 3, reads  # the cursor, the ids below it, the standing state
 
 
 def insert_at(offset: int, action: str, worker: str, base: int) -> ControlRequest:

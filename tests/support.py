@@ -256,6 +256,26 @@ def on_test_database(env: dict[str, str] | None = None) -> dict[str, str]:
     return {"HEALTH_TEST_DB_NAME": str(connection.settings_dict["NAME"]), **(env or {})}
 
 
+def python_ok(*args: str, env: dict[str, str], timeout: float = 120) -> str:
+    """``python -W error <args>`` from the project root with ``env``; its output. Fails the test unless it exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``manage.py migrate`` of the test project in a subprocess, on the database ``env`` names."""
+    python_ok(str(MANAGE), "migrate", "--noinput", "-v", "0", env=env)
+
+
 def run_command(
     command: str,
     *args: str,

@@ -265,15 +265,9 @@ class LeaseKeeper:
             with self._lock:
                 seat.next_at = began + self.renew
             return
-        if self._clock() >= began + self.window:
-            # Granted too late to be trusted (a slow statement, a pause right after it): never
-            # led; released at once, the worker never ran under it.
-            with self._lock:
-                seat.grant, seat.role, seat.returned = grant, RELEASING, True
-            return
-        try:
-            pool.lead(seat.name, grant.fence)  # first: a lease lost from here on finds it leading
-        except RuntimeError:  # the pool is stopping: the worker never ran under this lease
+        # Granted too late to be trusted (a slow statement, a pause right after it), or the pool
+        # is stopping: never led, released at once, the worker never ran under it.
+        if self._clock() >= began + self.window or not self._lead(pool, seat.name, grant.fence):
             with self._lock:
                 seat.grant, seat.role, seat.returned = grant, RELEASING, True
             return
@@ -288,6 +282,18 @@ class LeaseKeeper:
             grant.fence,
             extra={"worker": seat.name, "workerExecutionID": ""},
         )
+
+    @staticmethod
+    def _lead(pool: WorkerPool, name: str, fence: int) -> bool:
+        """Lead the worker under ``fence``; False when the pool is stopping.
+
+        Called before the seat becomes leader: a lease lost from then on finds the worker leading.
+        """
+        try:
+            pool.lead(name, fence)
+        except RuntimeError:
+            return False
+        return True
 
     def _renew(self, seat: _Seat) -> None:
         pool = self._pool

@@ -129,26 +129,19 @@ class Range:
         return None
 
 
+def _wait(meaning: str = "") -> Range:
+    """A number of seconds more than 0 and at most a day (the engine's longest wait)."""
+    return Range(0, engine.MAX_WAIT, "seconds", low_open=True, high_note="a day", meaning=meaning)
+
+
 #: The ranges of the numbers of ``settings.WORKERS``; the engine's bounds come from core.limits.
 DEFERRED_START_THRESHOLD: Final = Range(
     0, engine.MAX_WAIT, "seconds", high_note="a day", meaning="0 starts the worker at once."
 )
-STOP_TIMEOUT: Final = Range(
-    0,
-    engine.MAX_WAIT,
-    "seconds",
-    low_open=True,
-    high_note="a day",
-    meaning="Keep it below the grace period of your process manager (Kubernetes waits 30 seconds before SIGKILL).",
+STOP_TIMEOUT: Final = _wait(
+    "Keep it below the grace period of your process manager (Kubernetes waits 30 seconds before SIGKILL)."
 )
-MAX_SILENCE: Final = Range(
-    0,
-    engine.MAX_WAIT,
-    "seconds",
-    low_open=True,
-    high_note="a day",
-    meaning="It is how long a worker may go without ctx.heartbeat() before it counts as silent.",
-)
+MAX_SILENCE: Final = _wait("It is how long a worker may go without ctx.heartbeat() before it counts as silent.")
 ATTEMPTS: Final = Range(
     0,
     engine.MAX_ATTEMPTS,
@@ -169,45 +162,22 @@ HEARTBEAT_INTERVAL: Final = Range(
 )
 #: Below this ``HEARTBEAT_INTERVAL`` (in range) is a warning: a write a second per process, or more.
 HEARTBEAT_WARNING_BELOW: Final = 1.0
-ORPHAN_GRACE: Final = Range(
-    0,
-    engine.MAX_WAIT,
-    "seconds",
-    low_open=True,
-    high_note="a day",
-    meaning="Use a few heartbeat intervals (default: 3 x HEARTBEAT_INTERVAL), or None.",
-)
+ORPHAN_GRACE: Final = _wait("Use a few heartbeat intervals (default: 3 x HEARTBEAT_INTERVAL), or None.")
 BUFFER_SIZE: Final = Range(
     1,
     1_000_000,
     meaning="It is how many events wait in memory while the database is unreachable (default 1000).",
 )
 BATCH_SIZE: Final = Range(1, 10_000, meaning="It is how many events are written per transaction (default 1000).")
-LEASE_TTL: Final = Range(
-    0,
-    engine.MAX_WAIT,
-    "seconds",
-    low_open=True,
-    high_note="a day",
-    meaning="It is how long a lease lasts after each renewal: how long a dead holder keeps the others "
-    "from taking over (default 60).",
+LEASE_TTL: Final = _wait(
+    "It is how long a lease lasts after each renewal: how long a dead holder keeps the others "
+    "from taking over (default 60)."
 )
-RENEW_INTERVAL: Final = Range(
-    0,
-    engine.MAX_WAIT,
-    "seconds",
-    low_open=True,
-    high_note="a day",
-    meaning="It is how often the holder renews its lease, less than LEASE_TTL (default: a third of it), or None.",
+RENEW_INTERVAL: Final = _wait(
+    "It is how often the holder renews its lease, less than LEASE_TTL (default: a third of it), or None."
 )
-LEASE_MARGIN: Final = Range(
-    0,
-    engine.MAX_WAIT,
-    "seconds",
-    low_open=True,
-    high_note="a day",
-    meaning="It is what the holder subtracts from LEASE_TTL for clock-rate differences and statement latency "
-    "(default 1).",
+LEASE_MARGIN: Final = _wait(
+    "It is what the holder subtracts from LEASE_TTL for clock-rate differences and statement latency (default 1)."
 )
 #: ``pruneworkerhistory --older-than`` (0: everything) and ``--batch-size``.
 PRUNE_OLDER_THAN: Final = Range(0, RETENTION_DAYS.high, "days", high_note="a century")
@@ -215,7 +185,7 @@ PRUNE_BATCH_SIZE: Final = Range(1, 10_000)
 
 #: The default ranges of :func:`parse_number` (a command-line option in seconds).
 _WAIT = Range(0, engine.MAX_WAIT, "seconds", high_note="a day")
-_POSITIVE_WAIT = Range(0, engine.MAX_WAIT, "seconds", low_open=True, high_note="a day")
+_POSITIVE_WAIT = _wait()
 
 
 #: A value for a message, never raising: its (truncated) repr, or the size of a huge int.

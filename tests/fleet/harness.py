@@ -54,6 +54,29 @@ FLEET_WORKERS = {
     "FLEET": {"LEASE_TTL": LEASE_TTL, "RENEW_INTERVAL": RENEW_INTERVAL, "MARGIN": MARGIN, "DATABASE": "default"},
     "WORKERS": [{"CLASS": f"{W}.FencedWriter", "SINGLETON": True}],
 }
+#: A lease that was not released is taken over within this many seconds of the fault (or of the server's return).
+TAKEOVER_BOUND = LEASE_TTL + RENEW_INTERVAL + 1.0
+#: How long a test waits for a takeover before failing (the bound itself is asserted on the measure).
+TAKEOVER_DEADLINE = TAKEOVER_BOUND + 10.0
+#: How many replicas a test starts.
+REPLICAS = 3
+#: What a replica logs when it takes the lease, and when it loses it.
+TOOK = rf"took the lease of {SINGLETON} with fence (\d+): it runs on this node"
+LOST = rf"lost the lease of {SINGLETON} \((.+)\): its worker is cancelled"
+#: The resource the singleton writes under its fence (row 1 of ``fleet_resource``, at fence 0),
+#: and how a test reads it back (counter, fence).
+RESOURCE_TABLE = (
+    "CREATE TABLE fleet_resource (id integer PRIMARY KEY, value bigint NOT NULL, fence bigint NOT NULL, "
+    "writer integer)",
+    "INSERT INTO fleet_resource VALUES (1, 0, 0, NULL)",
+)
+RESOURCE = "SELECT value, fence FROM fleet_resource WHERE id = 1"
+
+
+def report(test: str, **measures: object) -> None:
+    """Print a test's measures (``-s`` shows them; the closing notes quote them)."""
+    print(f"\n[fleet] {test}: " + ", ".join(f"{name}={value}" for name, value in measures.items()))
+
 
 # -- the database proxy -----------------------------------------------------------------------------
 
@@ -291,6 +314,15 @@ class Oracle:
         overlaps = self.overlaps()
         assert not overlaps, f"{len(overlaps)} overlapping runs: {overlaps}\n{self.describe()}"
 
+    def assert_safe(self, stored: tuple[int, int]) -> None:
+        """Zero overlap, fences strictly increasing and never going back, the ``stored`` row what the writes made it.
+
+        ``stored``: the row's counter and fence, as read back.
+        """
+        self.assert_no_overlap()
+        self.assert_fenced()
+        self.assert_stored(*stored)
+
     def _run_of(self, write: Write) -> Run | None:
         return next(
             (
@@ -348,6 +380,15 @@ class Fleet:
                 raise
             self.replicas.append(Replica(process, proxy))
         return list(self.replicas)
+
+    def lead(self, settings: str = SETTINGS) -> tuple[Replica, Run]:
+        """Start :data:`REPLICAS` replicas; the one that took the lease, and its run, once every replica runs."""
+        self.launch(REPLICAS, settings)
+        self.ready()
+        run = self.wait_leader()
+        holder = self.replica(run.pid)
+        holder.process.expect(TOOK)
+        return holder, run
 
     def replica(self, pid: int) -> Replica:
         return next(replica for replica in self.replicas if replica.pid == pid)

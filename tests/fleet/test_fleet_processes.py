@@ -30,16 +30,22 @@ from django.db import connection
 from tests.fleet.harness import (
     FLEET_WORKERS,
     LEASE_TTL,
+    LOST,
     MARGIN,
     RENEW_INTERVAL,
+    RESOURCE,
+    RESOURCE_TABLE,
     SINGLETON,
     STOP_TIMEOUT,
+    TAKEOVER_BOUND,
+    TAKEOVER_DEADLINE,
+    TOOK,
     UNSAFE_SETTINGS,
     Fleet,
-    Oracle,
     Replica,
     Run,
     frozen,
+    report,
 )
 from tests.support import StartRunworkers
 
@@ -51,15 +57,6 @@ pytestmark = [
     ),
 ]
 
-#: A follower takes over a lease that was not released within this many seconds of the fault.
-TAKEOVER_BOUND = LEASE_TTL + RENEW_INTERVAL + 1.0
-#: How long a test waits for a takeover before failing (the bound itself is asserted on the measure).
-TAKEOVER_DEADLINE = TAKEOVER_BOUND + 10.0
-REPLICAS = 3
-
-TOOK = rf"took the lease of {SINGLETON} with fence (\d+): it runs on this node"
-LOST = rf"lost the lease of {SINGLETON} \((.+)\): its worker is cancelled"
-
 
 def test_the_settings_give_a_holder_time_to_stop_before_its_lease_expires() -> None:
     assert LEASE_TTL > RENEW_INTERVAL + MARGIN + STOP_TIMEOUT
@@ -69,11 +66,8 @@ def test_the_settings_give_a_holder_time_to_stop_before_its_lease_expires() -> N
 def fleet(start: StartRunworkers, tmp_path: Path) -> Iterator[Fleet]:
     """The fleet of one test, with the shared resource (row 1 of ``fleet_resource``) at fence 0."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE fleet_resource (id integer PRIMARY KEY, value bigint NOT NULL, fence bigint NOT NULL, "
-            "writer integer)"
-        )
-        cursor.execute("INSERT INTO fleet_resource VALUES (1, 0, 0, NULL)")
+        for statement in RESOURCE_TABLE:
+            cursor.execute(statement)
     directory = tmp_path / "oracle"
     directory.mkdir()
     database = connection.settings_dict
@@ -90,41 +84,20 @@ def fleet(start: StartRunworkers, tmp_path: Path) -> Iterator[Fleet]:
 def resource() -> tuple[int, int]:
     """The shared row's counter and fence, as stored."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT value, fence FROM fleet_resource WHERE id = 1")
+        cursor.execute(RESOURCE)
         value, fence = cursor.fetchone()
     return value, fence
 
 
-def leading(fleet: Fleet, settings: str | None = None) -> tuple[Replica, Run]:
-    """Start the replicas; the one that took the lease, and its run, once every replica runs."""
-    fleet.launch(REPLICAS, **({"settings": settings} if settings else {}))
-    fleet.ready()
-    run = fleet.wait_leader()
-    holder = fleet.replica(run.pid)
-    holder.process.expect(TOOK)
-    return holder, run
-
-
-def check_safe(oracle: Oracle) -> None:
-    """Zero overlap, fences strictly increasing and never going back, the stored row what the writes made it."""
-    oracle.assert_no_overlap()
-    oracle.assert_fenced()
-    oracle.assert_stored(*resource())
-
-
-def report(test: str, **measures: object) -> None:
-    print(f"\n[fleet] {test}: " + ", ".join(f"{name}={value}" for name, value in measures.items()))
-
-
 def test_sigkill_of_the_holder(fleet: Fleet) -> None:
-    holder, run = leading(fleet)
+    holder, run = fleet.lead()
 
     fault = fleet.kill(holder)
     successor = fleet.wait_takeover(fault, holder.pid, TAKEOVER_DEADLINE)
     fleet.replica(successor.pid).process.expect(TOOK)
 
     oracle = fleet.kill_all()
-    check_safe(oracle)
+    oracle.assert_safe(resource())
     takeover = successor.start - fault
     report("SIGKILL", takeover=f"{takeover:.3f}s", bound=f"{TAKEOVER_BOUND:g}s", fences=(run.fence, successor.fence))
     assert successor.fence == run.fence + 1
@@ -133,7 +106,7 @@ def test_sigkill_of_the_holder(fleet: Fleet) -> None:
 
 def test_graceful_stop_of_the_holder_releases_the_lease(fleet: Fleet) -> None:
     """SIGTERM: the holder cancels its worker, waits for it, and releases the lease: a follower takes over at once."""
-    holder, run = leading(fleet)
+    holder, run = fleet.lead()
 
     fault = time.monotonic()
     holder.process.send(signal.SIGTERM)
@@ -142,7 +115,7 @@ def test_graceful_stop_of_the_holder_releases_the_lease(fleet: Fleet) -> None:
     holder.process.expect(rf"released the lease of {SINGLETON} \(fence {run.fence}\)")
 
     oracle = fleet.kill_all()
-    check_safe(oracle)
+    oracle.assert_safe(resource())
     takeover = successor.start - fault
     report("SIGTERM", takeover=f"{takeover:.3f}s", ttl=f"{LEASE_TTL:g}s", fences=(run.fence, successor.fence))
     assert takeover < LEASE_TTL, "released, not left to expire"
@@ -158,7 +131,7 @@ def test_a_holder_frozen_past_its_lease_is_fenced_off(fleet: Fleet) -> None:
     every write the stale holder attempts after SIGCONT is rejected by the guard, the resource's
     fence never goes back, and the stale holder logs the loss and stands by.
     """
-    holder, _ = leading(fleet)
+    holder, _ = fleet.lead()
 
     with frozen(holder.process) as freeze:
         fault = freeze.stopped
@@ -200,7 +173,7 @@ def test_a_holder_frozen_past_its_lease_is_fenced_off(fleet: Fleet) -> None:
 
 def test_the_holders_connections_terminated(fleet: Fleet) -> None:
     """pg_terminate_backend of every connection of the holder: it reconnects, and keeps or loses the lease cleanly."""
-    holder, run = leading(fleet)
+    holder, run = fleet.lead()
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -217,7 +190,7 @@ def test_the_holders_connections_terminated(fleet: Fleet) -> None:
     )
 
     oracle = fleet.kill_all()
-    check_safe(oracle)
+    oracle.assert_safe(resource())
     later = oracle.first_run_after(fault)
     if later is None:
         outcome = f"kept the lease (fence {run.fence})"
@@ -241,14 +214,14 @@ def partition(fleet: Fleet, holder: Replica) -> tuple[float, Run, float]:
 def test_a_holder_partitioned_from_the_database(fleet: Fleet) -> None:
     """The holder cannot reach the database for longer than the TTL: it cancels its worker on its own clock
     before the lease can expire, and a follower takes over: no overlap."""
-    holder, _ = leading(fleet)
+    holder, _ = fleet.lead()
 
     fault, successor, healed = partition(fleet, holder)
     reason = holder.process.expect(LOST).group(1)  # type: ignore[union-attr]
     holder.process.expect(r"the lease database answers again")  # healed: it campaigns again, as a follower
 
     oracle = fleet.kill_all()
-    check_safe(oracle)
+    oracle.assert_safe(resource())
     (stopped,) = [r for r in oracle.runs if r.pid == holder.pid]
     assert stopped.end is not None and not stopped.killed
     takeover = successor.start - fault
@@ -269,7 +242,7 @@ def test_negative_control_without_the_trust_window_the_oracle_sees_the_overlap(f
     """The partition again, with a holder that trusts its lease forever (settings_fleet_unsafe): it keeps
     running while a follower takes the expired lease. The oracle must report that overlap; the fence
     still rejects the stale holder's writes once it reaches the database again."""
-    holder, _ = leading(fleet, settings=UNSAFE_SETTINGS)
+    holder, _ = fleet.lead(UNSAFE_SETTINGS)
 
     fault, successor, healed = partition(fleet, holder)
     holder.process.expect(rf"lost the lease of {SINGLETON} \(another node holds it\)")

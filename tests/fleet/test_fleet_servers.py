@@ -29,7 +29,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,19 +43,33 @@ import pytest
 from tests.fleet.harness import (
     FLEET_WORKERS,
     LEASE_TTL,
+    LOST,
     MARGIN,
     RENEW_INTERVAL,
+    RESOURCE,
+    RESOURCE_TABLE,
     SETTINGS,
     SINGLETON,
     STOP_TIMEOUT,
+    TAKEOVER_BOUND,
+    TAKEOVER_DEADLINE,
+    TOOK,
     Fleet,
-    Oracle,
     Replica,
     Run,
+    report,
 )
 from tests.history import pgserver
 from tests.history.pgserver import PrivateServer
-from tests.support import MANAGE, ROOT, StartRunworkers, free_port, listening, runworkers_environment
+from tests.support import (
+    ROOT,
+    StartRunworkers,
+    free_port,
+    listening,
+    migrate,
+    python_ok,
+    runworkers_environment,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -66,16 +79,8 @@ pytestmark = [
     ),
 ]
 
-#: A lease that was not released is taken over within this many seconds of the fault (or of the server's return).
-TAKEOVER_BOUND = LEASE_TTL + RENEW_INTERVAL + 1.0
-#: How long a test waits for a takeover before failing (the bound itself is asserted on the measure).
-TAKEOVER_DEADLINE = TAKEOVER_BOUND + 10.0
-REPLICAS = 3
 #: The migrated database every test's database is a copy of.
 TEMPLATE = "fleet_template"
-
-TOOK = rf"took the lease of {SINGLETON} with fence (\d+): it runs on this node"
-LOST = rf"lost the lease of {SINGLETON} \((.+)\): its worker is cancelled"
 ANSWERS_AGAIN = r"the lease database answers again"
 #: Any failed lease statement (take, renew, release).
 FAILED = r"could not \w+ the lease of"
@@ -212,22 +217,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
             workers=FLEET_WORKERS,
             env=replica_environment(instance, TEMPLATE),
         )
-        result = subprocess.run(
-            [sys.executable, "-W", "error", str(MANAGE), "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        migrate(env)
         with instance.connect(TEMPLATE) as connection:
-            connection.execute(
-                "CREATE TABLE fleet_resource (id integer PRIMARY KEY, value bigint NOT NULL, fence bigint NOT NULL, "
-                "writer integer)"
-            )
-            connection.execute("INSERT INTO fleet_resource VALUES (1, 0, 0, NULL)")
+            for statement in RESOURCE_TABLE:
+                connection.execute(statement)
         yield instance
     finally:
         instance.destroy()
@@ -323,26 +316,9 @@ def lease(server: FleetServer, database: str) -> LeaseRow:
 def resource(server: FleetServer, database: str) -> tuple[int, int]:
     """The shared row's counter and fence, as stored."""
     with server.connect(database) as connection:
-        row = connection.execute("SELECT value, fence FROM fleet_resource WHERE id = 1").fetchone()
+        row = connection.execute(RESOURCE).fetchone()
     assert row is not None
     return row[0], row[1]
-
-
-def check_safe(oracle: Oracle, server: FleetServer, database: str) -> None:
-    """Zero overlap, fences strictly increasing and never going back, the stored row what the writes made it."""
-    oracle.assert_no_overlap()
-    oracle.assert_fenced()
-    oracle.assert_stored(*resource(server, database))
-
-
-def leading(fleet: Fleet) -> tuple[Replica, Run]:
-    """Start the replicas; the one that took the lease, and its run, once every replica runs."""
-    fleet.launch(REPLICAS)
-    fleet.ready()
-    run = fleet.wait_leader()
-    holder = fleet.replica(run.pid)
-    holder.process.expect(TOOK)
-    return holder, run
 
 
 def mark_all(fleet: Fleet) -> None:
@@ -365,17 +341,13 @@ def assert_never_failed(replica: Replica) -> None:
         assert logged(replica, pattern) is None, f"replica {replica.pid} logged /{pattern}/:\n{replica.process.stderr}"
 
 
-def report(test: str, **measures: object) -> None:
-    print(f"\n[fleet] {test}: " + ", ".join(f"{name}={value}" for name, value in measures.items()))
-
-
 # -- the tests ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_a_restart_of_postgresql(fleet: Fleet, server: FleetServer, database: str, mode: str) -> None:
     """``pg_ctl restart``: every replica reconnects; the holder keeps its lease or loses it cleanly; one leads after."""
-    holder, run = leading(fleet)
+    holder, run = fleet.lead()
 
     mark_all(fleet)
     fault = time.monotonic()
@@ -400,7 +372,7 @@ def test_a_restart_of_postgresql(fleet: Fleet, server: FleetServer, database: st
     lost = logged(holder, LOST)
 
     oracle = fleet.kill_all()
-    check_safe(oracle, server, database)
+    oracle.assert_safe(resource(server, database))
     later = oracle.first_run_after(fault)
     if later is None:
         assert leader == run, "no new run: the holder kept its lease and its run"
@@ -423,7 +395,7 @@ def test_the_database_down_longer_than_the_lease(fleet: Fleet, server: FleetServ
     """``pg_ctl stop`` for longer than the TTL, then start: the holder stands by on its own clock before its
     lease could expire, nothing runs past its trust while the server is down, and one replica takes the
     lease (a larger fence) within the bound of the server's return."""
-    holder, run = leading(fleet)
+    holder, run = fleet.lead()
 
     before = lease(server, database)  # renewals only push the expiry later: it expires after this
     mark_all(fleet)
@@ -442,7 +414,7 @@ def test_the_database_down_longer_than_the_lease(fleet: Fleet, server: FleetServ
         replica.process.expect(ANSWERS_AGAIN, TAKEOVER_DEADLINE)
 
     oracle = fleet.kill_all()
-    check_safe(oracle, server, database)
+    oracle.assert_safe(resource(server, database))
     assert reason.startswith("not renewed within"), reason
     (stopped,) = [r for r in oracle.runs if r.pid == holder.pid and r.fence == run.fence]
     assert stopped.end is not None and not stopped.killed
@@ -479,7 +451,7 @@ def test_through_pgbouncer_in_transaction_mode(
     """The replicas reach PostgreSQL only through PgBouncer (transaction pooling): the lease statements work,
     a SIGKILLed holder is taken over within the bound, and a graceful stop hands the lease over at once."""
     fleet = bounced_fleet
-    holder, run = leading(fleet)
+    holder, run = fleet.lead()
 
     # The holder keeps its lease for several TTLs: its renewals (and the followers' campaigns) work.
     first = lease(server, database)
@@ -515,7 +487,7 @@ def test_through_pgbouncer_in_transaction_mode(
         assert_never_failed(replica)
 
     oracle = fleet.kill_all()
-    check_safe(oracle, server, database)
+    oracle.assert_safe(resource(server, database))
     assert (successor.fence, third.fence) == (run.fence + 1, run.fence + 2)
     takeover, handover = successor.start - killed, third.start - stopping
     report(
@@ -562,19 +534,9 @@ def test_an_acknowledged_lease_survives_a_crash_of_a_server_that_commits_asynchr
         )
 
         def run(*args: str) -> str:
-            result = subprocess.run(
-                [sys.executable, "-W", "error", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
-            return result.stdout.strip()
+            return python_ok(*args, env=env).strip()
 
-        run(str(MANAGE), "migrate", "--noinput", "-v", "0")
+        migrate(env)
         probe = str(ROOT / "tests" / "scenarios" / "lease_probe.py")
         first, second = str(uuid.uuid4()), str(uuid.uuid4())
         for name in ("relay-1", "relay-2", "relay-3"):

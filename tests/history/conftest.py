@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from django_workers.core.events import LifecycleEvent, ReportedEvent
 from django_workers.history import HistoryRecorder
 from tests.history import pgserver
 from tests.history.pgserver import PrivateServer
-from tests.support import MANAGE, ROOT, free_port, runworkers_environment
+from tests.support import free_port, migrate, runworkers_environment
 
 POSTGRESQL = bool(os.environ.get("DATABASE_URL"))
 
@@ -210,16 +208,7 @@ def process_database(tmp_path: Path, django_db_blocker: Any) -> Iterator[Process
     else:
         settings = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "db.sqlite3")}
     env = runworkers_environment(tmp_path, env=extra)
-    result = subprocess.run(
-        [sys.executable, "-W", "error", str(MANAGE), "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    migrate(env)
     connections.settings[alias] = connections.configure_settings({"default": {}, alias: settings})[alias]
     try:
         with django_db_blocker.unblock():
@@ -265,16 +254,7 @@ def private_database(tmp_path: Path, django_db_blocker: Any) -> Iterator[Private
         server.start()
         server.create_database(name)
         env = runworkers_environment(tmp_path, env={"DATABASE_URL": server.url(name)})
-        result = subprocess.run(
-            [sys.executable, "-W", "error", str(MANAGE), "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        migrate(env)
         configured = connections.configure_settings({"default": {}, alias: server.settings(name)})
         connections.settings[alias] = configured[alias]
         with django_db_blocker.unblock():

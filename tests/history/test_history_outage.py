@@ -157,7 +157,8 @@ def test_overflow_drops_the_oldest_counts_them_and_writes_a_marker(
     dropped = len(reported) - len(kept)
     assert recorder.dropped == dropped
     wait_for(lambda: registry.get_sample_value("worker_recorder_dropped_events_total") == dropped, timeout=10)
-    assert "dropping the oldest events" in caplog.text
+    # The writer thread counts the drops, then logs them: wait for the line rather than race it.
+    wait_for(lambda: "dropping the oldest events" in caplog.text, timeout=10, what="the overflow warning")
 
     switchable.repair()
     assert recorder.flush(30)

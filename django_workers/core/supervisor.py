@@ -345,15 +345,13 @@ class Supervisor:
         )
 
     def end_attempt(self, error: BaseException | None) -> float | None:
-        """Record how the attempt ended and decide what follows. Restarts are decided here.
+        """Record how the attempt ended and decide what follows.
 
         ``error`` is what the attempt raised (None: it returned, or was cancelled by a stop).
         Returns the backoff delay in seconds before the next attempt, or None when supervision
         ends: after a success, a failure during a stop, or the last allowed attempt.
         """
-        runtime, policy = self.runtime, self.policy
-        events = runtime.events
-        attempt, execution_id, maximum = self._attempt, self._execution_id, policy.max_executions_attempts
+        runtime = self.runtime
         # Read unlocked first (one lock less per attempt): a control set just after is not lost,
         # the next begin_attempt(), wait or the pool's end of the worker follows it.
         if self._control is not None:
@@ -361,26 +359,59 @@ class Supervisor:
                 control, self._control = self._control, None
             if control is not None and not runtime.cancel.is_set():
                 return self._end_controlled(control, error)
-        if self._silenced == attempt and (error is None or isinstance(error, asyncio.CancelledError)):
+        if self._silenced == self._attempt and (error is None or isinstance(error, asyncio.CancelledError)):
             # Cancelled by the watchdog, not by a stop: the attempt failed.
-            error = WorkerSilenceError(f"no heartbeat for {policy.max_silence:g} seconds")
+            error = WorkerSilenceError(f"no heartbeat for {self.policy.max_silence:g} seconds")
         duration = monotonic() - self._began
         if error is None:
-            record = self._record(SUCCESS, f"stopping execution attempt {attempt}/{self._of} with success")
-            events.emit(AttemptSucceeded, self.name, execution_id, attempt, maximum, record, SUCCESS, duration)
+            self._succeeded(duration)
             return None  # a worker that returned is done: only failures restart
+        return self._failed(error, duration, final=runtime.cancel.is_set())
+
+    def _end_controlled(self, control: str, error: BaseException | None) -> float | None:
+        """End an attempt an operator cancelled: as at a stop, then restart at once or pause."""
+        duration = monotonic() - self._began
+        if error is None or isinstance(error, asyncio.CancelledError):
+            self._succeeded(duration)
+        else:
+            self._failed(error, duration, final=True)
+        return self.follow_control(control)
+
+    def _succeeded(self, duration: float) -> None:
+        """Record and publish the attempt's success."""
+        attempt = self._attempt
+        record = self._record(SUCCESS, f"stopping execution attempt {attempt}/{self._of} with success")
+        self.runtime.events.emit(
+            AttemptSucceeded,
+            self.name,
+            self._execution_id,
+            attempt,
+            self.policy.max_executions_attempts,
+            record,
+            SUCCESS,
+            duration,
+        )
+
+    def _failed(self, error: BaseException, duration: float, *, final: bool) -> float | None:
+        """Record and publish the attempt's failure and what follows it. Restarts are decided here.
+
+        ``final``: nothing follows (a stop, or an operator's control that decides what does).
+        Returns the backoff delay in seconds before the restart, or None.
+        """
+        runtime, policy = self.runtime, self.policy
+        events = runtime.events
+        attempt, execution_id, maximum = self._attempt, self._execution_id, policy.max_executions_attempts
         panic = not isinstance(error, Exception)
         failure = Failure(error, panic)
         outcome = "recovered panic" if panic else "error"
         message = f"stopping execution attempt {attempt}/{self._of} with {outcome}: {failure.message}"
         record = _event((execution_id, message, datetime.now(UTC)))
         # What follows the failure is decided at once and recorded with it, in one locked update.
-        stopping = runtime.cancel.is_set()
-        exhausted = not stopping and maximum != 0 and attempt >= maximum
+        exhausted = not final and maximum != 0 and attempt >= maximum
         follow_up: WorkerExecutionEvent | None = None
         if exhausted:
             follow_up = _event((execution_id, "max execution attempts reached", record.timestamp))
-        elif not stopping:
+        elif not final:
             self._restarts += 1
             message = "restarting after panic recovery" if panic else "restarting after error"
             follow_up = _event((execution_id, message, record.timestamp))
@@ -393,7 +424,7 @@ class Supervisor:
                 self._events.append(follow_up)
         events.emit(AttemptFailed, self.name, execution_id, attempt, maximum, record, ERROR, duration, failure)
         if follow_up is None:
-            return None  # stopping: nothing restarts
+            return None  # nothing restarts
         if exhausted:
             events.emit(AttemptsExhausted, self.name, execution_id, attempt, maximum, follow_up, ERROR)
             return None
@@ -402,27 +433,6 @@ class Supervisor:
             WorkerRestarting, self.name, execution_id, attempt, maximum, follow_up, ERROR, delay, self._restarts, panic
         )
         return delay
-
-    def _end_controlled(self, control: str, error: BaseException | None) -> float | None:
-        """End an attempt an operator cancelled: as at a stop, then restart at once or pause."""
-        attempt, execution_id, maximum = self._attempt, self._execution_id, self.policy.max_executions_attempts
-        duration = monotonic() - self._began
-        events = self.runtime.events
-        if error is None or isinstance(error, asyncio.CancelledError):
-            record = self._record(SUCCESS, f"stopping execution attempt {attempt}/{self._of} with success")
-            events.emit(AttemptSucceeded, self.name, execution_id, attempt, maximum, record, SUCCESS, duration)
-        else:
-            panic = not isinstance(error, Exception)
-            failure = Failure(error, panic)
-            outcome = "recovered panic" if panic else "error"
-            message = f"stopping execution attempt {attempt}/{self._of} with {outcome}: {failure.message}"
-            record = WorkerExecutionEvent(execution_id, message, datetime.now(UTC))
-            with self.runtime.state_lock:
-                self._status = ERROR
-                self._failure = failure
-                self._events.append(record)
-            events.emit(AttemptFailed, self.name, execution_id, attempt, maximum, record, ERROR, duration, failure)
-        return self.follow_control(control)
 
     def follow_control(self, control: str) -> float | None:
         """Apply a control taken from ``_control``: the delay before the next attempt, or None.

@@ -62,8 +62,13 @@ def error_summary(error: str, length: int = ERROR_SUMMARY_LENGTH) -> SafeString 
     first, _newline, rest = text.partition("\n")
     first = first.rstrip()
     if len(first) > length or rest:
-        first = first[: length - 1].rstrip() + _ELLIPSIS
+        first = clip(first, length)
     return format_html('<span class="dw-error" title="{}">{}</span>', text, first)
+
+
+def clip(text: str, length: int = ERROR_SUMMARY_LENGTH) -> str:
+    """``text`` cut to ``length`` characters, the ending ellipsis included (it says more followed)."""
+    return text[: length - 1].rstrip() + _ELLIPSIS
 
 
 def human_duration(seconds: float | None) -> str:

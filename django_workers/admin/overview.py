@@ -30,12 +30,11 @@ from django.utils.translation import gettext as _
 
 from ..control import requests as control_requests
 from ..models import TALLY_PERIOD, ExecutionStatus, ExecutionTally, Lease, LeaseRole, Node, WorkerState
-from .display import human_duration, node_state
+from .display import ERROR_SUMMARY_LENGTH, clip, human_duration, node_state
 from .history_settings import stale_after
 from .timeline import BUCKET_SECONDS, Timeline, build_timeline, period_labels
 
 __all__ = [
-    "ERROR_LINE_LIMIT",
     "NODES_LIMIT",
     "LeaseView",
     "NodeView",
@@ -48,8 +47,6 @@ __all__ = [
 
 #: Nodes shown at most (the latest ones first); the page says when more exist.
 NODES_LIMIT: Final = 50
-#: The last error is shown on one line of at most this many characters.
-ERROR_LINE_LIMIT: Final = 120
 #: The window of the recent counts and of the timeline.
 DAY: Final = timedelta(hours=24)
 #: "The last hour": the current period and the 11 before it.
@@ -207,10 +204,10 @@ def configured_worker_names() -> list[str]:
         return []
 
 
-def error_line(text: str, limit: int = ERROR_LINE_LIMIT) -> str:
+def error_line(text: str, limit: int = ERROR_SUMMARY_LENGTH) -> str:
     """The first non-empty line of ``text``, cut to ``limit`` characters with an ellipsis."""
     line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "\u2026"
+    return line if len(line) <= limit else clip(line, limit)
 
 
 def attempt_text(attempt: int, max_attempts: int) -> str:

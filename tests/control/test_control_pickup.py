@@ -308,7 +308,9 @@ def test_a_request_that_turns_up_late_does_not_undo_a_newer_decision(harness: Ha
     insert_at(5, "pause", "b", base)
     insert_at(7, "restart", "c", base)
     pickup.poll_now()
-    wait_for(lambda: pool.execution("a").paused and pool.execution("b").paused, what="a and b paused")
+    # paused is set by the request; the status once the attempt has ended.
+    wait_for(lambda: all(pool.execution(name).paused for name in "ab"), what="a and b paused")
+    wait_for(lambda: all(pool.execution(name).status is WorkerStatus.PAUSED for name in "ab"), what="a and b ended")
     wait_for(lambda: attempts(pool, "c") == 2, what="c restarted")
 
     with collect_logs() as logs:

@@ -340,6 +340,8 @@ def test_start_returns_with_the_sync_workers_first_attempt_begun(harness) -> Non
     pool.register(FnWorker("late", lambda ctx: late_gate.wait(10)))
     assert messages(pool.execution("late")) == ["starting execution attempt 1/2"]
     wait_for(lambda: pool.execution("sync").current_execution_attempt == 2)
+    # The report changes first, then the listeners hear of it: wait for on_event too.
+    wait_for(lambda: (2, "worker:sync") in threads, what="the second attempt's event")
     caller = threading.current_thread().name
     sync_starts = [(attempt, name) for attempt, name in threads if name != "worker-pool:event-loop"]
     # "sync" attempt 1 and "late" attempt 1 from this thread; "sync" attempt 2 from its own.

@@ -94,6 +94,8 @@ def test_losing_the_lease_cancels_the_attempt_and_the_worker_stands_by(harness: 
     pool.stand_by("relay", "another node holds it")
     assert ended.wait(5), "the attempt was cancelled"
     wait_for(_status(pool, "relay", WorkerStatus.STANDBY))
+    # The report changes first, then the listeners hear of it: wait for the event too.
+    wait_for(lambda: any(isinstance(event, WorkerStandby) for event in events), what="the standby event")
     messages = [event.message for event in pool.execution("relay").events]
     assert messages[-3:] == [
         "lease lost: another node holds it",

@@ -240,7 +240,8 @@ def test_an_operators_pause_on_the_leader_hands_the_worker_over(nodes: Callable[
     wait_for(lambda: b.role == FOLLOWER and b.status is WorkerStatus.STANDBY)
     a.pool.pause("relay", by="alice")
     wait_for(lambda: len(oracle.runs) == 2, what="the handover")
-    assert a.status is WorkerStatus.PAUSED and a.role == FOLLOWER
+    # a releases the lease, then records its role: b may start in between.
+    wait_for(lambda: a.status is WorkerStatus.PAUSED and a.role == FOLLOWER, what="a paused and a follower")
     assert oracle.fences() == [1, 2]
     assert oracle.overlaps() == []
     b.pool.pause("relay", by="alice")

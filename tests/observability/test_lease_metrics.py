@@ -67,4 +67,5 @@ def test_the_leader_gauge_and_transitions_follow_the_lease(harness: Harness, reg
 
     gate.set()
     wait_for(lambda: pool.execution("relay-1").status is WorkerStatus.STANDBY)
-    assert status_of(registry, "relay_1") == ["standby"]
+    # The report changes first, then the metrics hear of it (success, then standby): wait for the gauge.
+    wait_for(lambda: status_of(registry, "relay_1") == ["standby"], what="the standby gauge")

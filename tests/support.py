@@ -449,12 +449,15 @@ class RunworkersProcess:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        """Kill the process group (a --reload child included) and release the pipes."""
+        """Kill the process group (a --reload child included), read what it wrote last, release the pipes."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass  # nothing left in the group
         self.proc.wait(10)
+        deadline = time.monotonic() + 5  # what it logged before the kill, for assertions on stderr
+        while self._reading and time.monotonic() < deadline:
+            self._pump(0.1)
         self._selector.close()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:

@@ -201,6 +201,7 @@ def test_a_renewal_the_database_refuses_loses_the_lease_at_once(nodes: Callable[
     leases.Lease.objects.filter(name="relay").update(holder=intruder, fence=5)  # taken over behind its back
     wait_for(lambda: a.status is WorkerStatus.STANDBY, timeout=RENEW * 10)
     assert a.pool.execution("relay").has_event("lease lost: another node holds it")
+    wait_for(lambda: a.role == FOLLOWER, what="a done with the lease (its release tried)")
     row = current("relay")
     assert row is not None and (row.holder, row.fence) == (intruder, 5), "a released nothing it no longer held"
 

@@ -17,6 +17,7 @@ import pytest
 from django_workers import WorkerContext, WorkerPool, WorkerStatus
 from django_workers.core.events import LifecycleEvent, WorkerLeaseChanged, WorkerStandby, WorkerStuck
 from django_workers.health.rule import STUCK, WorkerProbe, problem
+from tests.core.conftest import EventLog
 from tests.support import AsyncFnWorker, FnWorker, Harness, collect_logs, wait_for
 
 STANDBY_MESSAGE = "execution standing by until this node holds the lease"
@@ -83,8 +84,8 @@ def test_losing_the_lease_cancels_the_attempt_and_the_worker_stands_by(harness: 
             ended.set()
 
     worker = FnWorker("relay", body) if kind == "sync" else AsyncFnWorker("relay", async_body)
-    events: list[LifecycleEvent] = []
-    pool = harness.pool(listeners=[events.append])
+    events = EventLog()
+    pool = harness.pool(listeners=[events])
     pool.register(worker, singleton=True)
     pool.lead("relay", 3)  # before start(): it starts with the pool
     pool.start()
@@ -95,7 +96,7 @@ def test_losing_the_lease_cancels_the_attempt_and_the_worker_stands_by(harness: 
     assert ended.wait(5), "the attempt was cancelled"
     wait_for(_status(pool, "relay", WorkerStatus.STANDBY))
     # The report changes first, then the listeners hear of it: wait for the event too.
-    wait_for(lambda: any(isinstance(event, WorkerStandby) for event in events), what="the standby event")
+    events.wait_until(lambda seen: any(isinstance(event, WorkerStandby) for event in seen))
     messages = [event.message for event in pool.execution("relay").events]
     assert messages[-3:] == [
         "lease lost: another node holds it",
@@ -103,9 +104,9 @@ def test_losing_the_lease_cancels_the_attempt_and_the_worker_stands_by(harness: 
         STANDBY_MESSAGE,
     ]
     assert pool.execution("relay").fence is None
-    changes = [event for event in events if isinstance(event, WorkerLeaseChanged)]
+    changes = events.of(WorkerLeaseChanged)
     assert [(event.fence, event.reason) for event in changes] == [(3, ""), (None, "another node holds it")]
-    assert sum(isinstance(event, WorkerStandby) for event in events) == 1, "standing by before the lease is not"
+    assert len(events.of(WorkerStandby)) == 1, "standing by before the lease is not"
 
     pool.lead("relay", 4)
     wait_for(lambda: fences == [3, 4])

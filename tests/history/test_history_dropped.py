@@ -18,11 +18,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from django_workers import Backoff, Worker, WorkerContext
-from django_workers.core.events import LifecycleEvent, WorkerFinished
+from django_workers.core.events import WorkerFinished
 from django_workers.history.attempts import END_UNKNOWN
 from django_workers.history.writer import Writer
 from django_workers.metrics import WorkerMetrics
 from django_workers.models import Execution, ExecutionEvent, Node
+from tests.core.conftest import EventLog
 from tests.history.conftest import Counting, Scene
 from tests.history.truth import check_history
 from tests.support import wait_for
@@ -93,14 +94,9 @@ def test_an_attempt_whose_end_was_dropped_is_unknown_not_closed_as_stopped(
     pool.register(lonely, max_executions_attempts=1)
     pool.register(crashy, max_executions_attempts=10)
     recorder = scene.recorder(pool, buffer_size=5)
-    finished: list[str] = []
-
-    def on_finished(event: LifecycleEvent) -> None:
-        if isinstance(event, WorkerFinished):
-            finished.append(event.worker)
-
     # Subscribed after the recorder: once it has heard of lonely's end, so has the recorder's buffer.
-    pool.add_listener(on_finished)
+    events = EventLog()
+    pool.add_listener(events)
     pool.start()
     assert lonely.started.wait(5) and crashy.started.wait(5)
     assert recorder.flush(10)
@@ -112,7 +108,7 @@ def test_an_attempt_whose_end_was_dropped_is_unknown_not_closed_as_stopped(
     recorder.flush(0)  # a flush request: the writer takes it, and its write waits
     assert held_writer.held.wait(10)
     lonely.go.set()
-    wait_for(lambda: "lonely" in finished, what="lonely's events all in the buffer")
+    events.wait_until(lambda seen: any(isinstance(e, WorkerFinished) and e.worker == "lonely" for e in seen))
     assert pool.execution("lonely").status == "error"
     crashy.go.set()
     assert pool.wait(10)
